@@ -1,0 +1,119 @@
+"""A dataset as edgekd uses it: train/val/test tensors, normalized with the
+training split's statistics, with deterministic splits from the seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+@dataclass
+class DataBundle:
+    """Three splits of images (N, C, H, W, float32, normalized) and labels (N, int64)."""
+
+    name: str
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    num_classes: int
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, without the batch dimension."""
+        return tuple(self.train.tensors[0].shape[1:])
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        """A loader whose shuffle order depends only on `seed`, so resumed runs see the same batches."""
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(getattr(self, split), batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "sizes": {s: len(getattr(self, s)) for s in ("train", "val", "test")},
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+
+def _as_images(x: np.ndarray) -> np.ndarray:
+    """(N, H, W) → (N, 1, H, W); (N, H, W, C) with C ≤ 4 → (N, C, H, W); (N, C, H, W) unchanged."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        return x.transpose(0, 3, 1, 2)
+    return x
+
+
+def split_indices(n: int, fraction: float, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministically split range(n) into (kept, held out); stratified by label when given."""
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        order = rng.permutation(n)
+        held = int(round(n * fraction))
+        return np.sort(order[held:]), np.sort(order[:held])
+    kept, held = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        cut = int(round(len(members) * fraction))
+        held.append(members[:cut])
+        kept.append(members[cut:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def make_bundle(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    *,
+    seed: int,
+    val_split: float,
+    test_split: float,
+    num_classes: int | None = None,
+) -> DataBundle:
+    """Split, normalize with training statistics, and wrap arrays as tensors.
+
+    When the source has no test split of its own, `test_split` of the data is held out
+    (stratified); `val_split` of the remaining training data becomes the validation split."""
+    x_train = _as_images(np.asarray(x_train, dtype=np.float32))
+    y_train = np.asarray(y_train).astype(np.int64)
+    if x_test is None or y_test is None:
+        keep, held = split_indices(len(y_train), test_split, seed, y_train)
+        x_test, y_test = x_train[held], y_train[held]
+        x_train, y_train = x_train[keep], y_train[keep]
+    else:
+        x_test = _as_images(np.asarray(x_test, dtype=np.float32))
+        y_test = np.asarray(y_test).astype(np.int64)
+    keep, held = split_indices(len(y_train), val_split, seed + 1, y_train)
+    x_val, y_val = x_train[held], y_train[held]
+    x_train, y_train = x_train[keep], y_train[keep]
+
+    mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
+    std = x_train.std(axis=(0, 2, 3), keepdims=True) + 1e-6
+
+    def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(((x - mean) / std).astype(np.float32)), torch.from_numpy(y))
+
+    classes = num_classes or int(max(y_train.max(), y_test.max())) + 1
+    return DataBundle(
+        name,
+        tensors(x_train, y_train),
+        tensors(x_val, y_val),
+        tensors(x_test, y_test),
+        classes,
+        mean.ravel().tolist(),
+        std.ravel().tolist(),
+    )

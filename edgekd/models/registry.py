@@ -1,0 +1,3 @@
+from edgekd.registry import Registry
+
+models: Registry = Registry("model")

@@ -1,0 +1,88 @@
+"""One registry class for every kind of plug-in: models, datasets, stages,
+distillation methods, importance criteria, quantization profiles, bench backends.
+
+>>> widgets = Registry("widget")
+>>> @widgets.register
+... def small_widget(): return "small"
+>>> widgets.get("small_widget")()
+'small'
+>>> widgets.names()
+['small_widget']
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import warnings
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from edgekd.errors import InputError
+
+T = TypeVar("T")
+
+
+def close_matches(word: str, candidates: list[str], n: int = 3) -> str:
+    """A ' Did you mean …?' suffix for an error message, or '' when nothing is close."""
+    found = difflib.get_close_matches(word, candidates, n=n, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(f) for f in found)}?" if found else ""
+
+
+class Registry(Generic[T]):
+    """Named plug-ins of one kind. The name defaults to the function's or class's name."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, obj: T | None = None, *, name: str | None = None) -> Any:
+        def add(item: T) -> T:
+            key = name or getattr(item, "__name__")
+            if key in self._entries:
+                warnings.warn(f"{self.kind} {key!r} registered twice; the later one wins", stacklevel=3)
+            self._entries[key] = item
+            return item
+
+        return add(obj) if obj is not None else add
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(self.names())
+            raise InputError(
+                f"unknown {self.kind} {name!r}.{close_matches(name, self.names())} Known: {known}."
+            ) from None
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(n, self._entries[n]) for n in self.names()]
+
+
+def load_callable(spec: str) -> Callable[..., Any]:
+    """Import `"pkg.module:attr"` — the one documented way to plug in user code."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InputError(f"{spec!r} is not of the form 'pkg.module:callable'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"cannot import module {module_name!r} from {spec!r}: {exc}") from exc
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise InputError(f"module {module_name!r} has no attribute {attr!r} (from {spec!r})")
+        target = getattr(target, part)
+    if not callable(target):
+        raise InputError(f"{spec!r} is not callable")
+    return target
