@@ -1,0 +1,49 @@
+"""The Python API. The CLI is a thin layer over these functions.
+
+>>> import edgekd
+>>> report = edgekd.compress("recipes/quickstart.yaml", workdir="runs/demo")  # doctest: +SKIP
+>>> report["student"]["accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+# Importing the stage packages registers their stage kinds (prune, qat, export, bench, distill).
+import edgekd.distill  # noqa: F401
+from edgekd.recipe import Recipe, load_recipe
+from edgekd.run import compress as run_recipe
+
+
+def validate(recipe: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Check a recipe without running it; raises RecipeError listing every problem."""
+    return load_recipe(recipe, overrides)
+
+
+def compress(
+    recipe: str | Path | dict[str, Any] | Recipe,
+    *,
+    set: list[str] | tuple[str, ...] = (),  # noqa: A002 — mirrors the CLI's --set
+    resume: bool = False,
+    quiet: bool = False,
+    console: Console | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Run a recipe (a path, a dict or a Recipe) and return its report.
+
+    Keyword overrides are recipe fields: `compress("r.yaml", seed=1, workdir="runs/x")`;
+    dotted paths go through `set=["distill.temperature=2"]`."""
+    if not isinstance(recipe, Recipe) or overrides or set:
+        source = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else recipe
+        assignments = [*set, *(f"{key}={_yaml_value(value)}" for key, value in overrides.items())]
+        recipe = load_recipe(source, assignments)
+    return run_recipe(recipe, resume=resume, quiet=quiet, console=console)
+
+
+def _yaml_value(value: Any) -> str:
+    import json
+
+    return json.dumps(value)  # JSON is YAML, so --set parsing reads it back exactly

@@ -1,0 +1,103 @@
+"""The `edgekd` command: parses arguments, calls `edgekd.api`, prints, maps errors to exit codes.
+
+Exit codes: 0 success · 1 runtime failure or failed gate · 2 bad input (recipe, arguments, files)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from edgekd import api
+from edgekd.errors import EdgekdError
+from edgekd.summary import print_summary
+
+app = typer.Typer(
+    help="Compress neural networks for edge devices: prune / QAT ↔ teacher-guided recovery, ONNX export, benchmarks, CI gates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a recipe field, e.g. --set distill.temperature=2 (repeatable)."),
+]
+
+
+@app.callback()
+def root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (also EDGEKD_DEBUG=1).")] = False) -> None:
+    """edgekd — one recipe, one run: a small, fast, accurate model and an honest report."""
+
+
+@app.command()
+def compress(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    set_: SetOption = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue after the last finished step in the workdir.")] = False,
+    workdir: Annotated[Optional[Path], typer.Option(help="Run folder (overrides the recipe's workdir).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final table.")] = False,
+) -> None:
+    """Run a recipe: train/load the teacher, then every stage (compress ↔ recover), export, bench, gates.
+
+    Example:  edgekd compress recipes/quickstart.yaml --set distill.temperature=2
+    """
+    overrides = list(set_ or []) + ([f"workdir={workdir}"] if workdir else [])
+    console = Console()
+    report = api.compress(recipe, set=overrides, resume=resume, quiet=quiet, console=console)
+    print_summary(report, console)
+    console.print(f"report: {Path(report['workdir']) / 'report.json'}")
+
+
+@app.command()
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    set_: SetOption = None,
+) -> None:
+    """Check a recipe without running it; lists every problem with its field path.
+
+    Example:  edgekd validate recipes/quickstart.yaml --set stages[0].recover.epochs=3
+    """
+    checked = api.validate(recipe, list(set_ or []))
+    stages = ", ".join(p.key for p in checked.plan) or "no stages"
+    Console().print(f"{recipe}: valid ({checked.name}: {stages})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-paragraph errors, tracebacks only with --debug / EDGEKD_DEBUG=1."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("EDGEKD_DEBUG") == "1"
+    try:
+        app(args=args, prog_name="edgekd", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except EdgekdError as exc:
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished steps are checkpointed — continue with --resume")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for --debug
+        if debug:
+            traceback.print_exc()
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}. Finished steps are checkpointed. "
+            "Re-run with --debug for the traceback and report it.",
+            highlight=False,
+        )
+        sys.exit(1)

@@ -1,0 +1,38 @@
+"""What the report measures about a model: accuracy, MACs, parameters, bytes."""
+
+from __future__ import annotations
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Top-1 accuracy in [0, 1]; restores the model's train/eval mode afterwards."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        logits = model(x.to(device))
+        correct += int((logits.argmax(1).cpu() == y).sum())
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer as stored (fp32 weights → 4 bytes each)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+@torch.no_grad()
+def measure(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """MACs for one sample (batch 1), trainable parameter count, and state bytes."""
+    was_training = model.training
+    model.eval()
+    macs, _ = tp.utils.count_ops_and_params(model, example_input[:1])
+    model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return {"macs": int(macs), "params": int(params), "size_bytes": state_bytes(model)}

@@ -1,0 +1,289 @@
+"""Recipes: YAML → a validated, immutable `Recipe`.
+
+Every problem is reported with its field path (`stages[1].recover.epochs: must be
+≥ 0 (got -1)`), all at once. `--set path=value` overrides are applied to the raw
+YAML before validation, so they are validated like the file itself.
+
+>>> recipe = load_recipe({"name": "demo", "teacher": {"model": "cnn", "train": {"epochs": 1}}},
+...                      overrides=["distill.temperature=2"])
+>>> recipe.distill.temperature
+2.0
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from edgekd.distill.config import DistillConfig, TrainConfig
+from edgekd.errors import InputError, RecipeError
+from edgekd.gate import GatesConfig
+from edgekd.registry import close_matches
+from edgekd.stage import Stage, StrictModel, stages
+
+
+class DataConfig(StrictModel):
+    dataset: str = "digits"
+    root: str | None = None
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    val_split: float = Field(0.1, ge=0, lt=1)
+    test_split: float = Field(0.2, gt=0, lt=1)
+    limit: int | None = Field(None, ge=10)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeacherConfig(StrictModel):
+    """A teacher is loaded from `checkpoint:` or trained with `train:` (and then cached in the workdir)."""
+
+    model: str
+    checkpoint: str | None = None
+    train: TrainConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherConfig:
+        if (self.checkpoint is None) == (self.train is None):
+            raise ValueError("give exactly one of teacher.checkpoint (a state_dict file) or teacher.train ({epochs: N})")
+        return self
+
+
+class StudentConfig(StrictModel):
+    """`student: teacher` starts from a copy of the teacher; otherwise a model spec (fresh, or from a checkpoint)."""
+
+    model: str = "teacher"
+    checkpoint: str | None = None
+
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class Recipe(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    workdir: str | None = None
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig
+    student: StudentConfig = StudentConfig()
+    distill: DistillConfig = DistillConfig()
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+    gates: GatesConfig | None = None
+
+    _plan: list[PlannedStage] = PrivateAttr(default_factory=list)
+
+    @field_validator("student", mode="before")
+    @classmethod
+    def _student_shorthand(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps (got {value!r})")
+        return value
+
+    @property
+    def plan(self) -> list[PlannedStage]:
+        """The validated stages, in order."""
+        return self._plan
+
+    @property
+    def workdir_path(self) -> Path:
+        return Path(self.workdir or f"runs/{self.name}")
+
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the results; resume refuses a changed recipe."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"workdir", "gates"}), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class PlannedStage:
+    """One validated entry of `stages:`: the stage object and the distillation that recovers after each step."""
+
+    index: int
+    key: str
+    stage: Stage
+    recover: DistillConfig | None
+
+    @property
+    def label(self) -> str:
+        return f"stages[{self.index}] {self.key}"
+
+
+def _path_text(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _explain(error: dict[str, Any], model: type[StrictModel] | None) -> str:
+    kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
+    bounds = {"greater_than_equal": "≥ {ge}", "greater_than": "> {gt}", "less_than_equal": "≤ {le}", "less_than": "< {lt}"}
+    if kind in bounds:
+        return f"must be {bounds[kind].format(**ctx)} (got {got!r})"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        field = str(error["loc"][-1])
+        allowed = _allowed_fields(model, error["loc"][:-1])
+        return f"unknown field.{close_matches(field, allowed)} Allowed here: {', '.join(allowed)}."
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{message} (got {got!r})" if kind not in ("value_error", "assertion_error") else message
+
+
+def _allowed_fields(model: type[StrictModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the (nested) model at `loc`, for 'unknown field' messages."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, StrictModel)), None)
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _problems(exc: ValidationError, model: type[StrictModel], prefix: str = "", remap: Any = None) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        where = remap(loc) if remap else prefix
+        path = _path_text(loc)
+        full = f"{where}.{path}" if where and path else (where or path or "recipe")
+        problems.append(f"{full}: {_explain(error, model)}")
+    return problems
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _plan_stage(index: int, raw: Any, distill_raw: dict[str, Any]) -> tuple[PlannedStage | None, list[str]]:
+    where = f"stages[{index}]"
+    if not isinstance(raw, dict):
+        return None, [f"{where}: must be a mapping like {{prune: {{...}}, recover: {{...}}}} (got {raw!r})"]
+    keys = [k for k in raw if k != "recover"]
+    if len(keys) != 1:
+        known = ", ".join(stages.names())
+        return None, [f"{where}: needs exactly one stage kind ({known}) besides 'recover', found {keys or 'none'}"]
+    key = keys[0]
+    if key not in stages:
+        return None, [f"{where}.{key}: unknown stage kind.{close_matches(key, stages.names())} Known: {', '.join(stages.names())}."]
+    stage_cls = stages.get(key)
+    body = raw[key] if raw[key] is not None else {}
+    recover_raw = raw.get("recover")
+    problems: list[str] = []
+    if not isinstance(body, dict):
+        return None, [f"{where}.{key}: must be a mapping of settings (got {body!r})"]
+    if recover_raw is not None and not isinstance(recover_raw, dict):
+        return None, [f"{where}.recover: must be a mapping like {{epochs: 2}} (got {recover_raw!r})"]
+    if stage_cls.body_is_recovery:
+        recover_raw, body = body, {}
+        recover_where = f"{where}.{key}"
+    else:
+        recover_where = f"{where}.recover"
+    if not stage_cls.compresses and recover_raw is not None:
+        problems.append(f"{where}.recover: a {key} stage does not train, so it takes no recover block")
+    config = recover = None
+    try:
+        config = stage_cls.Config.model_validate(body)
+    except ValidationError as exc:
+        problems += _problems(exc, stage_cls.Config, f"{where}.{key}")
+    if stage_cls.compresses:
+        update = recover_raw or {}
+        try:
+            recover = DistillConfig.model_validate(_deep_merge(distill_raw, update))
+        except ValidationError as exc:
+            problems += _problems(exc, DistillConfig, remap=lambda loc: recover_where if loc and loc[0] in update else "distill")
+    if problems or config is None:
+        return None, problems
+    return PlannedStage(index, key, stage_cls(config, index), recover), []
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"recipe file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"recipe file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"recipe file {str(path)!r} must hold a mapping at the top (name:, teacher:, stages: …)")
+    return raw
+
+
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply `distill.temperature=2` or `stages[1].recover.epochs=3` to a raw recipe dict."""
+    path, sep, text = assignment.partition("=")
+    if not sep or not path.strip():
+        raise InputError(f"--set {assignment!r}: expected PATH=VALUE, e.g. --set distill.temperature=2")
+    tokens = [name or int(index) for name, index in _PATH_TOKEN.findall(path.strip())]
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"--set {assignment!r}: the value is not valid YAML: {exc}") from None
+    target: Any = raw
+    for depth, token in enumerate(tokens[:-1]):
+        here = _path_text(tuple(tokens[: depth + 1]))
+        if isinstance(token, int):
+            if not isinstance(target, list) or token >= len(target):
+                raise InputError(f"--set {assignment!r}: {here} does not exist in the recipe")
+            target = target[token]
+        else:
+            if not isinstance(target, dict):
+                raise InputError(f"--set {assignment!r}: {here} is not a mapping")
+            if target.get(token) is None:
+                target[token] = {}
+            target = target[token]
+    last = tokens[-1]
+    if isinstance(last, int) != isinstance(target, list) or (isinstance(last, int) and last >= len(target)):
+        raise InputError(f"--set {assignment!r}: {path} does not exist in the recipe")
+    target[last] = value
+
+
+def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read (from a path or a dict), apply `--set` overrides, and validate everything at once."""
+    raw = copy.deepcopy(source) if isinstance(source, dict) else read_recipe_file(source)
+    name = "recipe" if isinstance(source, dict) else f"recipe {str(source)!r}"
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    problems: list[str] = []
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        problems += _problems(exc, Recipe)
+    distill_raw = raw.get("distill") if isinstance(raw.get("distill"), dict) else {}
+    stage_list = raw.get("stages") if isinstance(raw.get("stages"), list) else []
+    plan = []
+    for index, stage_raw in enumerate(stage_list):
+        planned, stage_problems = _plan_stage(index, stage_raw, distill_raw)
+        problems += [p for p in stage_problems if p not in problems]
+        if planned:
+            plan.append(planned)
+    if problems or recipe is None:
+        raise RecipeError(problems, name)
+    recipe._plan = plan
+    return recipe

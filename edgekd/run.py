@@ -1,0 +1,387 @@
+"""The runner: teacher → student → stages (compress step ↔ recover) → report.
+
+Every step ends with an evaluation, a StepRecord and an atomic checkpoint, so a
+run can be resumed after its last finished step with identical results: each
+step draws its randomness from `phase_seed(stage, step)` alone, never from what
+ran before it."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from edgekd import __version__
+from edgekd.bench.environment import environment
+from edgekd.data import DataBundle, load_data
+from edgekd.distill import DistillConfig, TrainConfig, fit
+from edgekd.errors import EdgekdError, InputError
+from edgekd.metrics import accuracy, measure
+from edgekd.models import build_model, load_state_dict_file
+from edgekd.recipe import PlannedStage, Recipe
+
+REPORT_SCHEMA = "edgekd.report/1"
+CHECKPOINT_FORMAT = "edgekd.checkpoint/1"
+
+
+def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device: {name!r} was asked for, but this PyTorch build sees no CUDA device; use device: auto or cpu")
+    return device
+
+
+@contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """One run per workdir: a lock file holding the owner's pid; a stale lock (dead pid) is taken over."""
+    lock = workdir / ".lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            owner = lock.read_text().strip() if lock.exists() else ""
+            pid_text, _, host = owner.partition("@")
+            alive = host == socket.gethostname() and pid_text.isdigit() and _process_alive(int(pid_text))
+            if alive:
+                raise InputError(
+                    f"workdir {str(workdir)!r} is in use by another edgekd run (pid {pid_text}; lock file {str(lock)!r}). "
+                    "Wait for it to finish or choose another workdir (--set workdir=…)."
+                ) from None
+            lock.unlink(missing_ok=True)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{os.getpid()}@{socket.gethostname()}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Run:
+    """One execution of a recipe in its workdir. Stages receive it and use its helpers."""
+
+    def __init__(self, recipe: Recipe, *, console: Console | None = None, quiet: bool = False):
+        self.recipe = recipe
+        self.workdir = recipe.workdir_path
+        self.seed = recipe.seed
+        self.device = resolve_device(recipe.device)
+        self.console = console or Console(quiet=quiet)
+        self.data: DataBundle
+        self.teacher: nn.Module
+        self.student: nn.Module
+        self.report: dict[str, Any] = {}
+        self.progress: Progress | None = None
+
+    # ---- helpers the stages use -------------------------------------------------
+    def phase_seed(self, stage_index: int, step: int) -> int:
+        """A seed that depends only on the recipe seed and the step's position."""
+        digest = hashlib.sha256(f"{self.seed}:{stage_index}:{step}".encode()).digest()
+        return int.from_bytes(digest[:4], "little")
+
+    def loader(self, split: str, shuffle: bool = False, seed: int | None = None) -> DataLoader:
+        size = self.recipe.data.batch_size if split == "train" else self.recipe.data.eval_batch_size
+        return self.data.loader(split, size, shuffle=shuffle, seed=self.seed if seed is None else seed)
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return self.data.test.tensors[0][:batch].to(self.device)
+
+    def evaluate(self, model: nn.Module, split: str = "test") -> float:
+        return accuracy(model, self.loader(split), self.device)
+
+    def measure(self, model: nn.Module) -> dict[str, int]:
+        return measure(model, self.example_input())
+
+    def train(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        seed: int,
+        description: str,
+        after_backward: Callable[[nn.Module], None] | None = None,
+        teacher: nn.Module | None | str = "default",
+    ) -> list[float]:
+        """Train `model` in place: distillation from the run's teacher for a DistillConfig, CE otherwise."""
+        torch.manual_seed(seed)
+        mentor = (self.teacher if isinstance(config, DistillConfig) else None) if teacher == "default" else teacher
+        return fit(
+            model,
+            mentor,  # type: ignore[arg-type]
+            self.loader("train", shuffle=True, seed=seed),
+            config,
+            device=self.device,
+            description=description,
+            progress=self.progress,
+            after_backward=after_backward,
+        )
+
+    # ---- the pipeline -----------------------------------------------------------
+    def execute(self, resume: bool = False) -> dict[str, Any]:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with workdir_lock(self.workdir), self._progress():
+            self._prepare()
+            done = self._resume() if resume else self._start_fresh()
+            for planned in self.recipe.plan:
+                for step in range(1, planned.stage.num_steps() + 1):
+                    if (planned.index, step) in done:
+                        continue
+                    self._run_step(planned, step)
+            self._finish()
+        return self.report
+
+    @contextmanager
+    def _progress(self) -> Iterator[None]:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"), TimeElapsedColumn())
+        with Progress(*columns, console=self.console, disable=self.console.quiet) as progress:
+            self.progress = progress
+            try:
+                yield
+            finally:
+                self.progress = None
+
+    def _prepare(self) -> None:
+        data = self.recipe.data
+        self.data = load_data(
+            data.dataset, seed=self.seed, root=data.root, val_split=data.val_split,
+            test_split=data.test_split, limit=data.limit, options=data.options,
+        )
+        self.teacher = self._obtain_teacher()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher.eval()
+        self.report = {
+            "schema": REPORT_SCHEMA,
+            "name": self.recipe.name,
+            "recipe_hash": self.recipe.fingerprint(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "edgekd": __version__,
+            "workdir": str(self.workdir),
+            "dataset": self.data.summary(),
+            "teacher": {"model": self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher)},
+            "steps": [],
+            "environment": environment(),
+            "complete": False,
+        }
+        self.console.print(f"teacher {self.recipe.teacher.model}: test accuracy {self.report['teacher']['accuracy']:.2%}")
+
+    def _evaluate_and_measure(self, model: nn.Module) -> dict[str, Any]:
+        return {"accuracy": self.evaluate(model), **self.measure(model)}
+
+    def _build(self, spec: str) -> nn.Module:
+        return build_model(spec, in_channels=self.data.in_channels, num_classes=self.data.num_classes).to(self.device)
+
+    def teacher_cache_path(self) -> Path:
+        teacher, data = self.recipe.teacher, self.recipe.data
+        key = json.dumps(
+            {"teacher": teacher.model_dump(mode="json"), "seed": self.seed,
+             "data": data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"}),
+             "train_batch_size": data.batch_size},
+            sort_keys=True,
+        )
+        return self.workdir / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+
+    def _obtain_teacher(self) -> nn.Module:
+        config = self.recipe.teacher
+        torch.manual_seed(self.seed)
+        model = self._build(config.model)
+        if config.checkpoint:
+            load_state_dict_file(model, config.checkpoint)
+            return model
+        cache = self.teacher_cache_path()
+        if cache.is_file():
+            load_state_dict_file(model, cache)
+            self.console.print(f"teacher: reusing the trained teacher cached in {cache}")
+            return model
+        assert config.train is not None
+        self.train(model, config.train, seed=self.seed, description="teacher", teacher=None)
+        atomic_write_bytes(cache, lambda tmp: torch.save(model.state_dict(), tmp))
+        return model
+
+    def _initial_student(self) -> nn.Module:
+        config = self.recipe.student
+        torch.manual_seed(self.seed)
+        if config.model == "teacher":
+            student = copy.deepcopy(self.teacher)
+            for p in student.parameters():
+                p.requires_grad_(True)
+        else:
+            student = self._build(config.model)
+        if config.checkpoint:
+            load_state_dict_file(student, config.checkpoint)
+        return student
+
+    # ---- checkpoints ------------------------------------------------------------
+    @property
+    def _progress_file(self) -> Path:
+        return self.workdir / "progress.json"
+
+    @property
+    def _checkpoint_dir(self) -> Path:
+        return self.workdir / "checkpoints"
+
+    def _start_fresh(self) -> set[tuple[int, int]]:
+        self._progress_file.unlink(missing_ok=True)
+        for old in self._checkpoint_dir.glob("*.pt"):
+            old.unlink()
+        self.student = self._initial_student()
+        self._restores: list[dict[str, Any]] = []
+        self._report_updates: dict[str, Any] = {}
+        self._write_report()
+        return set()
+
+    def _resume(self) -> set[tuple[int, int]]:
+        if not self._progress_file.is_file():
+            self.console.print(f"resume: no finished step in {self.workdir}; starting from the beginning")
+            return self._start_fresh()
+        progress = json.loads(self._progress_file.read_text())
+        if progress.get("recipe_hash") != self.recipe.fingerprint():
+            raise InputError(
+                f"resume: the recipe changed since the run in {str(self.workdir)!r} started "
+                "(its settings hash differs), so its checkpoints cannot continue it. "
+                "Run without --resume to start over, or use another workdir."
+            )
+        checkpoint_path = self._checkpoint_dir / progress["checkpoint"]
+        try:
+            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise InputError(f"resume: checkpoint {str(checkpoint_path)!r} cannot be read ({exc}); run without --resume") from None
+        self.student = self._initial_student()
+        plan = {p.index: p for p in self.recipe.plan}
+        for restore in saved["restores"]:
+            plan[restore["stage_index"]].stage.restore(self, restore["state"])
+        self.student.load_state_dict(saved["student"])
+        self.student.to(self.device)
+        self._restores = list(saved["restores"])
+        self.report["steps"] = json.loads(saved["records"])
+        self._report_updates = json.loads(saved["report"])
+        _deep_update(self.report, copy.deepcopy(self._report_updates))
+        done = {tuple(pair) for pair in progress["done"]}
+        self.console.print(f"resume: {len(done)} finished step(s) restored from {checkpoint_path.name}")
+        return done  # type: ignore[return-value]
+
+    def _checkpoint(self, planned: PlannedStage, step: int) -> None:
+        name = f"stage{planned.index:02d}-step{step:03d}.pt"
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "student": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
+            "restores": self._restores,
+            "records": json.dumps(self.report["steps"]),
+            "report": json.dumps(self._report_updates),
+        }
+        self._checkpoint_dir.mkdir(exist_ok=True)
+        atomic_write_bytes(self._checkpoint_dir / name, lambda tmp: torch.save(payload, tmp))
+        previous = json.loads(self._progress_file.read_text()) if self._progress_file.is_file() else {"done": []}
+        done = previous["done"] + [[planned.index, step]]
+        atomic_write_json(self._progress_file, {"recipe_hash": self.recipe.fingerprint(), "checkpoint": name, "done": done})
+        stale = previous.get("checkpoint")
+        if stale and stale != name:
+            (self._checkpoint_dir / stale).unlink(missing_ok=True)
+
+    # ---- one step ---------------------------------------------------------------
+    def _run_step(self, planned: PlannedStage, step: int) -> None:
+        stage, steps = planned.stage, planned.stage.num_steps()
+        label = f"{planned.key} {step}/{steps}" if steps > 1 else planned.key
+        seed = self.phase_seed(planned.index, step)
+        started = time.perf_counter()
+        torch.manual_seed(seed)
+        result = stage.apply(self, step)
+        self._restores.append({"stage_index": planned.index, "step": step, "state": result.state})
+        if stage.compresses:
+            record = self._recover_and_record(planned, step, label, seed)
+            record.update(result.record)
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            self.report["steps"].append(record)
+            self.console.print(
+                f"{label}: accuracy {record['accuracy']:.2%}"
+                + (f" (before recovery {record['accuracy_before_recovery']:.2%})" if record["accuracy_before_recovery"] is not None else "")
+                + f", MACs {record['macs']:,}, params {record['params']:,}"
+            )
+        _deep_update(self._report_updates, copy.deepcopy(result.report))
+        _deep_update(self.report, copy.deepcopy(result.report))
+        self._checkpoint(planned, step)
+        self._write_report()
+
+    def _recover_and_record(self, planned: PlannedStage, step: int, label: str, seed: int) -> dict[str, Any]:
+        recover = planned.recover
+        trains = recover is not None and recover.epochs > 0
+        before = self.evaluate(self.student) if trains else None
+        if trains:
+            assert recover is not None
+            self.train(self.student, recover, seed=seed, description=label)
+        return {
+            "stage": planned.key,
+            "stage_index": planned.index,
+            "step": step,
+            "steps": planned.stage.num_steps(),
+            "accuracy_before_recovery": before,
+            **self._evaluate_and_measure(self.student),
+        }
+
+    def _finish(self) -> None:
+        student_spec = self.recipe.student.model
+        final = self.report["steps"][-1] if self.report["steps"] else {
+            "accuracy": self.evaluate(self.student), **self.measure(self.student)
+        }
+        self.report["student"] = {
+            "model": self.recipe.teacher.model if student_spec == "teacher" else student_spec,
+            **{k: final[k] for k in ("accuracy", "macs", "params", "size_bytes")},
+            **self.report.get("student", {}),
+        }
+        self.report["complete"] = True
+        self._write_report()
+
+    def _write_report(self) -> None:
+        atomic_write_json(self.workdir / "report.json", self.report)
+
+
+def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+    return target
+
+
+def compress(recipe: Recipe, *, resume: bool = False, console: Console | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run a validated recipe; returns the report (also in `<workdir>/report.json`)."""
+    return Run(recipe, console=console, quiet=quiet).execute(resume=resume)
+
+
+__all__ = ["Run", "compress", "REPORT_SCHEMA", "EdgekdError"]
