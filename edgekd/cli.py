@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("EDGEKD_DEBUG") == "1"
     try:
         app(args=args, prog_name="edgekd", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        sys.exit(0)
+    except click.exceptions.Exit as exc:  # --help, and typer.Exit
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()

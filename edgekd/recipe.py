@@ -196,6 +196,8 @@ def _plan_stage(index: int, raw: Any, distill_raw: dict[str, Any]) -> tuple[Plan
     if recover_raw is not None and not isinstance(recover_raw, dict):
         return None, [f"{where}.recover: must be a mapping like {{epochs: 2}} (got {recover_raw!r})"]
     if stage_cls.body_is_recovery:
+        if recover_raw is not None:
+            return None, [f"{where}.recover: a {key} stage's settings are its training; put them in {where}.{key}"]
         recover_raw, body = body, {}
         recover_where = f"{where}.{key}"
     else:
@@ -212,10 +214,15 @@ def _plan_stage(index: int, raw: Any, distill_raw: dict[str, Any]) -> tuple[Plan
         try:
             recover = DistillConfig.model_validate(_deep_merge(distill_raw, update))
         except ValidationError as exc:
-            problems += _problems(exc, DistillConfig, remap=lambda loc: recover_where if loc and loc[0] in update else "distill")
+            problems += _problems(exc, DistillConfig, remap=lambda loc: recover_where if _from_update(loc, update) else "distill")
     if problems or config is None:
         return None, problems
     return PlannedStage(index, key, stage_cls(config, index), recover), []
+
+
+def _from_update(loc: tuple[Any, ...], update: dict[str, Any]) -> bool:
+    """Whether an error in a merged distill block comes from the stage's own keys (`lr` lands in optimizer)."""
+    return bool(loc) and (loc[0] in update or (loc[0] == "optimizer" and "lr" in update))
 
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ class Method:
 
     def __init__(self, config: DistillConfig, teacher: nn.Module | None, student: nn.Module):
         self.config = config
-        self.teacher = teacher
+        self.teacher = teacher.eval() if teacher is not None else None
         self.student = student
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

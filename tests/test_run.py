@@ -1,0 +1,132 @@
+"""The runner end to end: real training on digits, report contract, resume after a kill, lock, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import edgekd
+from edgekd.distill import TrainingDiverged
+from edgekd.errors import InputError
+from edgekd.recipe import load_recipe
+from edgekd.run import Run, workdir_lock
+
+THREE_STEPS = [{"distill": {"epochs": 1}}, {"distill": {"epochs": 2}}, {"distill": {"epochs": 6}}]
+
+
+def comparable(report: dict) -> list[tuple]:
+    return [(r["stage_index"], r["step"], r["accuracy"], r["accuracy_before_recovery"], r["macs"], r["params"]) for r in report["steps"]]
+
+
+def test_quickstart_shaped_run_writes_the_report_contract(make_recipe):
+    report = edgekd.compress(make_recipe(), quiet=True)
+    workdir = Path(report["workdir"])
+    on_disk = json.loads((workdir / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert on_disk["schema"] == "edgekd.report/1" and on_disk["complete"] is True
+    for section in ("teacher", "student"):
+        entry = on_disk[section]
+        assert 0.0 <= entry["accuracy"] <= 1.0
+        assert entry["macs"] > 0 and entry["params"] > 0 and entry["size_bytes"] > 0
+    assert on_disk["teacher"]["accuracy"] > 0.8
+    assert on_disk["student"]["macs"] < on_disk["teacher"]["macs"] / 4
+    (step,) = on_disk["steps"]
+    assert {"stage", "step", "accuracy", "macs", "params", "size_bytes", "seconds"} <= step.keys()
+    assert step["accuracy_before_recovery"] < step["accuracy"]  # a fresh student learns from the teacher
+    assert {"python", "torch"} <= on_disk["environment"].keys()
+
+
+def test_second_run_reuses_the_cached_teacher(make_recipe, capsys):
+    recipe = make_recipe(stages=[])
+    first = edgekd.compress(recipe, console=None)
+    cached = list(Path(first["workdir"]).glob("teacher-*.pt"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    second = edgekd.compress(recipe)
+    assert "reusing the trained teacher" in capsys.readouterr().out
+    assert cached[0].stat().st_mtime_ns == stamp
+    assert second["teacher"]["accuracy"] == first["teacher"]["accuracy"]
+
+
+def _start(recipe_path: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgekd", "compress", str(recipe_path), "--quiet", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def test_resume_after_a_kill_reaches_the_same_numbers(tmp_path, make_recipe):
+    reference = edgekd.compress(make_recipe(stages=THREE_STEPS, workdir=str(tmp_path / "reference")), quiet=True)
+
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(make_recipe(stages=THREE_STEPS, workdir=str(tmp_path / "killed"))))
+    progress = tmp_path / "killed" / "progress.json"
+    process = _start(recipe_path)
+    deadline = time.monotonic() + 120
+    while not progress.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = json.loads(progress.read_text())["done"]
+    assert 1 <= len(done) < 3, "the run must be killed between its first and last step"
+    assert (tmp_path / "killed" / ".lock").exists()  # a stale lock from the killed process
+
+    resumed = _start(recipe_path, "--resume")
+    output = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0, output
+    assert "resume:" in output
+    final = json.loads((tmp_path / "killed" / "report.json").read_text())
+    assert comparable(final) == comparable(reference)
+    assert final["student"]["accuracy"] == reference["student"]["accuracy"]
+
+
+def test_resume_refuses_a_changed_recipe(make_recipe):
+    recipe = make_recipe()
+    edgekd.compress(recipe, quiet=True)
+    with pytest.raises(InputError, match="recipe changed"):
+        edgekd.compress(recipe, set=["distill.temperature=2"], resume=True, quiet=True)
+
+
+def test_a_second_run_on_the_same_workdir_is_refused(tmp_path):
+    with workdir_lock(tmp_path):
+        with pytest.raises(InputError, match="in use by another edgekd run"):
+            with workdir_lock(tmp_path):
+                pass
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_checkpoint(make_recipe):
+    recipe = make_recipe(stages=[{"distill": {"epochs": 1}}, {"distill": {"epochs": 1, "lr": 1e6, "optimizer": {"momentum": 0}}}])
+    with pytest.raises(TrainingDiverged, match=r"stages\[1\]|distill") as error:
+        edgekd.compress(recipe, quiet=True)
+    assert "last good checkpoint is intact" in str(error.value)
+    workdir = Path(recipe["workdir"])
+    progress = json.loads((workdir / "progress.json").read_text())
+    assert progress["done"] == [[0, 1]]
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["complete"] is False and len(report["steps"]) == 1
+    assert not (workdir / ".lock").exists()
+    # The finished step survives: resuming with a sane learning rate continues from it.
+    resumed = edgekd.compress(load_recipe(recipe, ["stages[1].distill.lr=0.05"]), resume=False, quiet=True)
+    assert len(resumed["steps"]) == 2
+
+
+def test_cli_runtime_failure_exits_1_without_traceback(tmp_path, make_recipe):
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(make_recipe(stages=[{"distill": {"epochs": 1, "lr": 1e6, "optimizer": {"momentum": 0}}}])))
+    process = _start(recipe_path)
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode == 1
+    assert "loss became" in output and "Traceback" not in output
+
+
+def test_run_helpers_are_deterministic(make_recipe):
+    run = Run(load_recipe(make_recipe()), quiet=True)
+    assert run.phase_seed(1, 2) == run.phase_seed(1, 2) != run.phase_seed(2, 1)
