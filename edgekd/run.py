@@ -341,10 +341,13 @@ class Run:
         recover = planned.recover
         trains = recover is not None and recover.epochs > 0
         before = self.evaluate(self.student) if trains else None
+        started = time.perf_counter()
         if trains:
             assert recover is not None
             self.train(self.student, recover, seed=seed, description=label)
         return {
+            "recovery_epochs": recover.epochs if recover else 0,
+            "recovery_seconds": round(time.perf_counter() - started, 3),
             "stage": planned.key,
             "stage_index": planned.index,
             "step": step,
