@@ -1,0 +1,36 @@
+"""README's quickstart, through the installed console script, with tiny epochs."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.mark.slow
+def test_quickstart_recipe_through_the_cli(tmp_path):
+    workdir = tmp_path / "quickstart"
+    command = [
+        sys.executable, "-m", "edgekd", "compress", str(ROOT / "recipes" / "quickstart.yaml"),
+        "--workdir", str(workdir), "--set", "teacher.train.epochs=4", "--set", "stages[0].distill.epochs=4",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for column in ("model", "accuracy", "MACs", "parameters", "size"):
+        assert column in result.stdout
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["complete"] and report["student"]["accuracy"] > 0.7
+    assert report["teacher"]["macs"] > 4 * report["student"]["macs"]
+
+
+def test_help_of_every_command_has_an_example():
+    output = subprocess.run([sys.executable, "-m", "edgekd", "--help"], capture_output=True, text=True).stdout
+    commands = [m.group(1) for m in map(re.compile(r"^│ ([a-z][\w-]*)\s").match, output.splitlines()) if m]
+    assert {"compress", "validate"} <= set(commands)
+    for command in commands:
+        text = subprocess.run([sys.executable, "-m", "edgekd", command, "--help"], capture_output=True, text=True).stdout
+        assert "Example" in text, command
