@@ -10,13 +10,14 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from edgekd import api
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, GateFailed
+from edgekd.gate import GateResult, render_gates, verdict_line
+from edgekd.gate_command import gate_command, report_command
 from edgekd.summary import print_summary
 
 app = typer.Typer(
@@ -54,7 +55,13 @@ def compress(
     console = Console()
     report = api.compress(recipe, set=overrides, resume=resume, quiet=quiet, console=console)
     print_summary(report, console)
-    console.print(f"report: {Path(report['workdir']) / 'report.json'}")
+    workdir = Path(report["workdir"])
+    console.print(f"report: {workdir / 'report.json'} · {workdir / 'report.html'}")
+    if report.get("gates"):
+        results = [GateResult.from_json(g) for g in report["gates"]]
+        render_gates(results, console)
+        if not all(r.passed for r in results):
+            raise GateFailed(f"{verdict_line(results)} (the report is written: {workdir / 'report.json'})")
 
 
 @app.command()
@@ -71,6 +78,10 @@ def validate(
     Console().print(f"{recipe}: valid ({checked.name}: {stages})")
 
 
+app.command("gate")(gate_command)
+app.command("report")(report_command)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-paragraph errors, tracebacks only with --debug / EDGEKD_DEBUG=1."""
     args = sys.argv[1:] if argv is None else argv
@@ -78,12 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=args, prog_name="edgekd", standalone_mode=False)
         sys.exit(0)
-    except click.exceptions.Exit as exc:  # --help, and typer.Exit
+    except typer.Exit as exc:  # --help, and commands that end early on purpose
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.exceptions.TyperException as exc:  # usage errors: unknown option, missing argument
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            err_console.print(f"error: {escape(exc.format_message())}")
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
     except EdgekdError as exc:
         if debug:

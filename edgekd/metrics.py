@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -9,13 +11,16 @@ from torch.utils.data import DataLoader
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
-    """Top-1 accuracy in [0, 1]; restores the model's train/eval mode afterwards."""
+def accuracy(
+    model: nn.Module, loader: DataLoader, device: torch.device, view: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> float:
+    """Top-1 accuracy in [0, 1] (inputs through `view` if given); restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
     correct = total = 0
     for x, y in loader:
-        logits = model(x.to(device))
+        x = x.to(device)
+        logits = model(view(x) if view else x)
         correct += int((logits.argmax(1).cpu() == y).sum())
         total += len(y)
     model.train(was_training)

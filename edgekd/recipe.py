@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from edgekd.distill.config import DistillConfig, TrainConfig
+from edgekd.data.views import ViewSpec
+from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
 from edgekd.errors import InputError, RecipeError
 from edgekd.gate import GatesConfig
 from edgekd.registry import close_matches
@@ -39,27 +40,7 @@ class DataConfig(StrictModel):
     test_split: float = Field(0.2, gt=0, lt=1)
     limit: int | None = Field(None, ge=10)
     options: dict[str, Any] = Field(default_factory=dict)
-
-
-class TeacherConfig(StrictModel):
-    """A teacher is loaded from `checkpoint:` or trained with `train:` (and then cached in the workdir)."""
-
-    model: str
-    checkpoint: str | None = None
-    train: TrainConfig | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> TeacherConfig:
-        if (self.checkpoint is None) == (self.train is None):
-            raise ValueError("give exactly one of teacher.checkpoint (a state_dict file) or teacher.train ({epochs: N})")
-        return self
-
-
-class StudentConfig(StrictModel):
-    """`student: teacher` starts from a copy of the teacher; otherwise a model spec (fresh, or from a checkpoint)."""
-
-    model: str = "teacher"
-    checkpoint: str | None = None
+    views: dict[str, ViewSpec] = Field(default_factory=dict)
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -90,6 +71,14 @@ class Recipe(StrictModel):
         if not DEVICE_PATTERN.match(value):
             raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps (got {value!r})")
         return value
+
+    @model_validator(mode="after")
+    def _views_exist(self) -> Recipe:
+        known = ["input", *self.data.views]
+        for role, view in (("teacher", self.teacher.input), ("student", self.student.input)):
+            if view not in known:
+                raise ValueError(f"{role}.input: unknown view {view!r}.{close_matches(view, known)} Views: {', '.join(known)} (define more in data.views)")
+        return self
 
     @property
     def plan(self) -> list[PlannedStage]:

@@ -27,13 +27,15 @@ from torch.utils.data import DataLoader
 from edgekd import __version__
 from edgekd.bench.environment import environment
 from edgekd.data import DataBundle, load_data
-from edgekd.distill import DistillConfig, TrainConfig, fit
-from edgekd.errors import EdgekdError, InputError
+from edgekd.data.views import View, views_from
+from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, TrainConfig, fit
+from edgekd.errors import InputError
+from edgekd.gate import REPORT_SCHEMA, evaluate_gates
 from edgekd.metrics import accuracy, measure
 from edgekd.models import build_model, load_state_dict_file
 from edgekd.recipe import PlannedStage, Recipe
+from edgekd.report import write_reports
 
-REPORT_SCHEMA = "edgekd.report/1"
 CHECKPOINT_FORMAT = "edgekd.checkpoint/1"
 
 
@@ -107,6 +109,11 @@ class Run:
         self.student: nn.Module
         self.report: dict[str, Any] = {}
         self.progress: Progress | None = None
+        views = views_from(recipe.data.views)
+        self.student_view: View = views[recipe.student.input]
+        self.teacher_view: View = views[recipe.teacher.input]
+        self._teachers: dict[str, nn.Module] = {}
+        self._assistants: dict[str, nn.Module] = {}
 
     # ---- helpers the stages use -------------------------------------------------
     def phase_seed(self, stage_index: int, step: int) -> int:
@@ -119,13 +126,16 @@ class Run:
         return self.data.loader(split, size, shuffle=shuffle, seed=self.seed if seed is None else seed)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
-        return self.data.test.tensors[0][:batch].to(self.device)
+        """Real test images as the student sees them (its view), on the run's device."""
+        return self.student_view(self.data.test.tensors[0][:batch].to(self.device))
 
-    def evaluate(self, model: nn.Module, split: str = "test") -> float:
-        return accuracy(model, self.loader(split), self.device)
+    def evaluate(self, model: nn.Module, split: str = "test", role: str = "student") -> float:
+        view = self.teacher_view if role == "teacher" else self.student_view
+        return accuracy(model, self.loader(split), self.device, view)
 
-    def measure(self, model: nn.Module) -> dict[str, int]:
-        return measure(model, self.example_input())
+    def measure(self, model: nn.Module, role: str = "student") -> dict[str, int]:
+        view = self.teacher_view if role == "teacher" else self.student_view
+        return measure(model, view(self.data.test.tensors[0][:1].to(self.device)))
 
     def train(
         self,
@@ -136,20 +146,77 @@ class Run:
         description: str,
         after_backward: Callable[[nn.Module], None] | None = None,
         teacher: nn.Module | None | str = "default",
+        stop_after_epoch: int | None = None,
     ) -> list[float]:
-        """Train `model` in place: distillation from the run's teacher for a DistillConfig, CE otherwise."""
+        """Train `model` in place: the configured distillation from the run's teacher for a
+        DistillConfig, plain cross-entropy for a TrainConfig (or with teacher=None)."""
         torch.manual_seed(seed)
-        mentor = (self.teacher if isinstance(config, DistillConfig) else None) if teacher == "default" else teacher
-        return fit(
-            model,
-            mentor,  # type: ignore[arg-type]
-            self.loader("train", shuffle=True, seed=seed),
-            config,
-            device=self.device,
-            description=description,
-            progress=self.progress,
-            after_backward=after_backward,
+        distill = config if isinstance(config, DistillConfig) else DistillConfig(**config.model_dump(), method="ce", alpha=0)
+        mentor = self.teacher if teacher == "default" and isinstance(config, DistillConfig) else teacher
+        phase = Phase(
+            distill, model, mentor if isinstance(mentor, nn.Module) else None, self.device, seed,
+            student_view=self.student_view if mentor is not None else self.teacher_view,
+            teacher_view=self.teacher_view, source=self,
         )
+        loader = self.loader("train", shuffle=True, seed=seed)
+        objective = Objective(phase, next(iter(loader))[0][:8].to(self.device))
+        return fit(model, objective, loader, config, device=self.device, description=description,
+                   progress=self.progress, after_backward=after_backward, stop_after_epoch=stop_after_epoch)
+
+    def obtain_teacher(self, config: TeacherConfig) -> nn.Module:
+        """A teacher loaded from its checkpoint, or trained once and cached in the workdir by its settings."""
+        key = self._cache_key(config.model_dump(mode="json"))
+        if key in self._teachers:
+            return self._teachers[key]
+        torch.manual_seed(self.seed)
+        model = self._build(config.model)
+        cache = self.workdir / f"teacher-{key}.pt"
+        if config.checkpoint:
+            load_state_dict_file(model, config.checkpoint)
+        elif cache.is_file():
+            load_state_dict_file(model, cache)
+            self.console.print(f"teacher {config.model}: reusing the trained teacher cached in {cache}")
+        else:
+            assert config.train is not None
+            self.train(model, config.train, seed=self.seed, description=f"teacher {config.model}", teacher=None,
+                       stop_after_epoch=config.checkpoint_epoch)
+            atomic_write_bytes(cache, lambda tmp: torch.save(model.state_dict(), tmp))
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._teachers[key] = model.eval()
+        return model
+
+    def assistant(self, config: Any) -> nn.Module:
+        """A teacher assistant (TA method): a given model or the teacher pruned to a MACs fraction,
+        trained by the teacher with the recipe's distillation settings; built once per run."""
+        key = self._cache_key(config.model_dump(mode="json"))
+        if key not in self._assistants:
+            torch.manual_seed(self.seed)
+            if config.assistant:
+                model = self._build(config.assistant, "teacher")
+            else:
+                from edgekd.prune import prune_copy
+
+                model = prune_copy(self.teacher, self.example_input(), target_macs=config.assistant_macs)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            settings = DistillConfig.model_validate(
+                {**self.recipe.distill.model_dump(), "method": "kd", "epochs": config.assistant_epochs}
+            )
+            self.train(model, settings, seed=self.seed + 7, description="teacher assistant")
+            for p in model.parameters():
+                p.requires_grad_(False)
+            self._assistants[key] = model.eval()
+        return self._assistants[key]
+
+    def _cache_key(self, settings: dict[str, Any]) -> str:
+        data = self.recipe.data
+        key = json.dumps(
+            {"model": settings, "seed": self.seed, "train_batch_size": data.batch_size,
+             "data": data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"})},
+            sort_keys=True,
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     # ---- the pipeline -----------------------------------------------------------
     def execute(self, resume: bool = False) -> dict[str, Any]:
@@ -181,10 +248,7 @@ class Run:
             data.dataset, seed=self.seed, root=data.root, val_split=data.val_split,
             test_split=data.test_split, limit=data.limit, options=data.options,
         )
-        self.teacher = self._obtain_teacher()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.teacher.eval()
+        self.teacher = self.obtain_teacher(self.recipe.teacher)
         self.report = {
             "schema": REPORT_SCHEMA,
             "name": self.recipe.name,
@@ -193,45 +257,22 @@ class Run:
             "edgekd": __version__,
             "workdir": str(self.workdir),
             "dataset": self.data.summary(),
-            "teacher": {"model": self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher)},
+            "teacher": {"model": self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher, "teacher")},
             "steps": [],
             "environment": environment(),
             "complete": False,
         }
         self.console.print(f"teacher {self.recipe.teacher.model}: test accuracy {self.report['teacher']['accuracy']:.2%}")
 
-    def _evaluate_and_measure(self, model: nn.Module) -> dict[str, Any]:
-        return {"accuracy": self.evaluate(model), **self.measure(model)}
+    def _evaluate_and_measure(self, model: nn.Module, role: str = "student") -> dict[str, Any]:
+        return {"accuracy": self.evaluate(model, role=role), **self.measure(model, role)}
 
-    def _build(self, spec: str) -> nn.Module:
-        return build_model(spec, in_channels=self.data.in_channels, num_classes=self.data.num_classes).to(self.device)
-
-    def teacher_cache_path(self) -> Path:
-        teacher, data = self.recipe.teacher, self.recipe.data
-        key = json.dumps(
-            {"teacher": teacher.model_dump(mode="json"), "seed": self.seed,
-             "data": data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"}),
-             "train_batch_size": data.batch_size},
-            sort_keys=True,
-        )
-        return self.workdir / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
-
-    def _obtain_teacher(self) -> nn.Module:
-        config = self.recipe.teacher
-        torch.manual_seed(self.seed)
-        model = self._build(config.model)
-        if config.checkpoint:
-            load_state_dict_file(model, config.checkpoint)
-            return model
-        cache = self.teacher_cache_path()
-        if cache.is_file():
-            load_state_dict_file(model, cache)
-            self.console.print(f"teacher: reusing the trained teacher cached in {cache}")
-            return model
-        assert config.train is not None
-        self.train(model, config.train, seed=self.seed, description="teacher", teacher=None)
-        atomic_write_bytes(cache, lambda tmp: torch.save(model.state_dict(), tmp))
-        return model
+    def _build(self, spec: str, role: str = "teacher") -> nn.Module:
+        view = self.student_view if role == "student" else self.teacher_view
+        sample = view(self.data.test.tensors[0][:1])
+        return build_model(
+            spec, in_channels=sample.shape[1], num_classes=self.data.num_classes, image_size=sample.shape[-1]
+        ).to(self.device)
 
     def _initial_student(self) -> nn.Module:
         config = self.recipe.student
@@ -241,7 +282,7 @@ class Run:
             for p in student.parameters():
                 p.requires_grad_(True)
         else:
-            student = self._build(config.model)
+            student = self._build(config.model, "student")
         if config.checkpoint:
             load_state_dict_file(student, config.checkpoint)
         return student
@@ -367,7 +408,12 @@ class Run:
             **self.report.get("student", {}),
         }
         self.report["complete"] = True
+        gates = self.recipe.gates
+        if gates is not None and gates.has_thresholds():
+            self.report["gates_config"] = gates.model_dump(mode="json")
+            self.report["gates"] = [result.to_json() for result in evaluate_gates(self.report, gates)]
         self._write_report()
+        write_reports(self.workdir, self.report)
 
     def _write_report(self) -> None:
         atomic_write_json(self.workdir / "report.json", self.report)
@@ -387,4 +433,4 @@ def compress(recipe: Recipe, *, resume: bool = False, console: Console | None = 
     return Run(recipe, console=console, quiet=quiet).execute(resume=resume)
 
 
-__all__ = ["Run", "compress", "REPORT_SCHEMA", "EdgekdError"]
+__all__ = ["Run", "compress"]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekd.data import load_data
-from edgekd.distill import DistillConfig, fit, kd_loss, methods
+from edgekd.distill import DistillConfig, Objective, Phase, fit, kd_loss
 from edgekd.models import build_model
 
 
@@ -53,7 +53,8 @@ def test_kd_method_never_sends_gradients_to_the_teacher():
     teacher.train()  # even a teacher left in train mode with grads enabled must not be touched
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     x, y = data.train.tensors[0][:32], data.train.tensors[1][:32]
-    loss = methods.get("kd")(DistillConfig(), teacher, student)(x, y)
+    with Objective(Phase(DistillConfig(), student, teacher, torch.device("cpu")), x[:4]) as objective:
+        loss = objective(x, y)
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
@@ -65,9 +66,13 @@ def test_distillation_teaches_a_student_on_real_digits():
     torch.manual_seed(0)
     teacher = build_model("cnn(width=8)", in_channels=1, num_classes=10)
     loader = data.loader("train", 64, shuffle=True, seed=0)
-    fit(teacher, None, loader, DistillConfig(alpha=0, epochs=5, lr=0.05), device=torch.device("cpu"), description="t")
+    cpu = torch.device("cpu")
+    example = data.train.tensors[0][:4]
+    ce = DistillConfig(method="ce", alpha=0, epochs=5, lr=0.05)
+    fit(teacher, Objective(Phase(ce, teacher, None, cpu), example), loader, ce, device=cpu, description="t")
     student = build_model("cnn(width=6)", in_channels=1, num_classes=10)
-    losses = fit(student, teacher.eval(), loader, DistillConfig(epochs=8, lr=0.05), device=torch.device("cpu"), description="s")
+    kd = DistillConfig(epochs=8, lr=0.05)
+    losses = fit(student, Objective(Phase(kd, student, teacher.eval(), cpu), example), loader, kd, device=cpu, description="s")
     assert losses[-1] < losses[0]
     from edgekd.metrics import accuracy
 

@@ -8,7 +8,7 @@ from edgekd.models import build_model, load_state_dict_file, models, parse_spec
 @pytest.mark.parametrize("name", models.names())
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 28, 28)])
 def test_every_registered_model_builds_and_runs(name, shape):
-    model = build_model(name, in_channels=shape[0], num_classes=7).eval()
+    model = build_model(name, in_channels=shape[0], num_classes=7, image_size=shape[-1]).eval()
     assert model(torch.randn(2, *shape)).shape == (2, 7)
 
 

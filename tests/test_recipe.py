@@ -33,7 +33,7 @@ MALFORMED = {
     "unknown stage kind": (lambda r: r["stages"].append({"distil": {}}), "stages[2].distil: unknown stage kind. Did you mean 'distill'"),
     "typo inside a stage": (lambda r: r["stages"][0]["distill"].update(epoch=3), "stages[0].distill.epoch: unknown field. Did you mean 'epochs'"),
     "missing teacher": (lambda r: r.pop("teacher"), "teacher: required field is missing"),
-    "teacher with two sources": (lambda r: r["teacher"].update(checkpoint="t.pt"), "teacher: give exactly one of teacher.checkpoint"),
+    "teacher with two sources": (lambda r: r["teacher"].update(checkpoint="t.pt"), "teacher: give exactly one of checkpoint"),
     "zero batch size": (lambda r: r["data"].update(batch_size=0), "data.batch_size: must be ≥ 1"),
     "batch size of the wrong type": (lambda r: r["data"].update(batch_size="big"), "data.batch_size: Input should be a valid integer"),
     "negative seed": (lambda r: r.update(seed=-1), "seed: must be ≥ 0"),

@@ -39,7 +39,8 @@ def test_quickstart_shaped_run_writes_the_report_contract(make_recipe):
     (step,) = on_disk["steps"]
     assert {"stage", "step", "accuracy", "macs", "params", "size_bytes", "seconds"} <= step.keys()
     assert step["accuracy_before_recovery"] < step["accuracy"]  # a fresh student learns from the teacher
-    assert {"python", "torch"} <= on_disk["environment"].keys()
+    assert on_disk["environment"]["python"] and on_disk["environment"]["versions"]["torch"]
+    assert (workdir / "report.html").is_file() and (workdir / "report.md").is_file()
 
 
 def test_second_run_reuses_the_cached_teacher(make_recipe, capsys):

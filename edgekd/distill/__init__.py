@@ -1,9 +1,13 @@
-"""Distillation: losses, methods (kd, …), the training loop, and the `distill` stage."""
+"""Distillation: losses, methods (kd, feature, hint, attention, dml, self, ta, multi-teacher,
+cross-modal), the training loop, and the `distill` stage."""
 
-from edgekd.distill import stage  # noqa: F401  (registers the distill stage)
-from edgekd.distill.config import DistillConfig, OptimizerConfig, TrainConfig
+from edgekd.distill import features, stage, strategies  # noqa: F401  (register methods and the stage)
+from edgekd.distill.config import DistillConfig, OptimizerConfig, StudentConfig, TeacherConfig, TermConfig, TrainConfig
 from edgekd.distill.losses import kd_loss
-from edgekd.distill.methods import Method, methods
+from edgekd.distill.methods import Batch, Objective, Phase, Term, methods
 from edgekd.distill.train import TrainingDiverged, fit
 
-__all__ = ["DistillConfig", "Method", "OptimizerConfig", "TrainConfig", "TrainingDiverged", "fit", "kd_loss", "methods"]
+__all__ = [
+    "Batch", "DistillConfig", "Objective", "OptimizerConfig", "Phase", "StudentConfig", "TeacherConfig",
+    "Term", "TermConfig", "TrainConfig", "TrainingDiverged", "fit", "kd_loss", "methods",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from edgekd.stage import StrictModel
 
@@ -35,11 +35,90 @@ class TrainConfig(StrictModel):
         return data
 
 
-class DistillConfig(TrainConfig):
-    """Recovery distillation from the teacher: L = (1-α)·CE + α·T²·KL(p_T ‖ p_S)."""
+class TeacherConfig(StrictModel):
+    """A teacher is loaded from `checkpoint:` or trained with `train:` (and then cached in the workdir).
 
-    method: str = "kd"
+    `checkpoint_epoch: N` uses the teacher as it was after epoch N of its training — an early-stopped
+    teacher, which can teach a small student better than a fully converged one (Cho & Hariharan 2019).
+    `input` names the data view the teacher reads (see `data.views`)."""
+
+    model: str
+    checkpoint: str | None = None
+    train: TrainConfig | None = None
+    checkpoint_epoch: int | None = Field(None, ge=1)
+    input: str = "input"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherConfig:
+        if (self.checkpoint is None) == (self.train is None):
+            raise ValueError("give exactly one of checkpoint (a state_dict file) or train ({epochs: N})")
+        if self.checkpoint_epoch is not None and (self.train is None or self.checkpoint_epoch > self.train.epochs):
+            raise ValueError("checkpoint_epoch needs train: and must not exceed train.epochs")
+        return self
+
+
+class StudentConfig(StrictModel):
+    """`model: teacher` starts from a copy of the teacher; otherwise a model spec (fresh, or from a checkpoint).
+    `input` names the data view the student reads — in training, evaluation and export."""
+
+    model: str = "teacher"
+    checkpoint: str | None = None
+    input: str = "input"
+
+
+class TermConfig(StrictModel):
+    """One weighted term of a distillation objective; methods subclass it with their own settings."""
+
+    method: str
+    weight: float = Field(1.0, ge=0)
+
+
+class DistillConfig(TrainConfig):
+    """Recovery distillation from the teacher.
+
+    `method` is a method name (`kd`) or a list of weighted terms, each with its own settings:
+    `[{method: kd, weight: 1}, {method: attention, weight: 1000, pairs: [[layers.1, layers.1]]}]`.
+    `temperature` and `alpha` are the response-based settings every soft-target term uses:
+    L = (1-α)·CE + α·T²·KL(p_T ‖ p_S)."""
+
+    method: str | list[dict[str, Any]] = "kd"
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1)
     epochs: int = Field(2, ge=0)
     optimizer: OptimizerConfig = OptimizerConfig(lr=0.01)
+
+    _terms: tuple[TermConfig, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _validate_terms(self) -> DistillConfig:
+        from edgekd.distill.methods import methods  # the registry imports this module
+
+        raw_terms = [{"method": self.method}] if isinstance(self.method, str) else self.method
+        terms, problems = [], []
+        for index, raw in enumerate(raw_terms):
+            name = raw.get("method") if isinstance(raw, dict) else None
+            where = "" if isinstance(self.method, str) else f"[{index}]"
+            if not isinstance(name, str):
+                problems.append(f"{where or 'term'}: each term needs `method: <name>`")
+                continue
+            if name not in methods:
+                from edgekd.registry import close_matches
+
+                problems.append(f"{where}{' ' if where else ''}unknown distillation method {name!r}.{close_matches(name, methods.names())} Known: {', '.join(methods.names())}.")
+                continue
+            try:
+                terms.append(methods.get(name).Config.model_validate(raw))
+            except ValidationError as exc:
+                for error in exc.errors():
+                    field = ".".join(str(part) for part in error["loc"]) or name
+                    message = str(error["msg"]).removeprefix("Value error, ")
+                    hint = "" if where else f" (write it as method: [{{method: {name}, …}}])"
+                    problems.append(f"{where}.{field}: {message}{hint}" if where else f"{name} term, {field}: {message}{hint}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._terms = tuple(terms)
+        return self
+
+    @property
+    def terms(self) -> tuple[TermConfig, ...]:
+        return self._terms

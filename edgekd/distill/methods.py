@@ -1,51 +1,228 @@
-"""Distillation methods: how a batch turns into a loss for the student.
+"""Distillation methods: how a batch becomes a loss for the student.
 
-A method is built once per training phase from its config, the teacher and the
-student, and called on each batch. Methods that attach hooks or own trainable
-adapters expose them through `parameters()` and release them in `close()`, so
-nothing training-only outlives the phase."""
+A recipe's `distill.method` is a list of weighted terms (a single name is a list
+of one). For each training phase an `Objective` builds every term once; per
+batch it runs the student and the teacher once each — the terms read the logits
+and the intermediate features (taps) they asked for — and sums the weighted
+term losses. Terms that own trainable parts (adapters, auxiliary heads, peer
+networks) hand them to the optimizer through `parameters()`, and `close()`
+removes every hook and drops those parts, so nothing training-only outlives the
+phase or reaches an exported model."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from edgekd.distill.config import DistillConfig
+from edgekd.distill.config import DistillConfig, TermConfig
 from edgekd.distill.losses import kd_loss
+from edgekd.distill.taps import FeatureTaps
+from edgekd.errors import InputError
 from edgekd.registry import Registry
+
+if TYPE_CHECKING:
+    from edgekd.distill.config import TeacherConfig
 
 methods: Registry = Registry("distillation method")
 
+View = Callable[[torch.Tensor], torch.Tensor]
 
-class Method:
-    """Base: plain supervised cross-entropy; subclasses add what the teacher knows."""
 
-    def __init__(self, config: DistillConfig, teacher: nn.Module | None, student: nn.Module):
+def same_view(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+class ModelSource(Protocol):
+    """What the runner offers the terms that need more models than student and teacher."""
+
+    def obtain_teacher(self, config: TeacherConfig) -> nn.Module: ...
+
+    def assistant(self, config: Any) -> nn.Module: ...
+
+    def evaluate(self, model: nn.Module, split: str = "test") -> float: ...
+
+
+@dataclass
+class Phase:
+    """What all terms of one training phase share."""
+
+    config: DistillConfig
+    student: nn.Module
+    teacher: nn.Module | None
+    device: torch.device
+    seed: int = 0
+    student_view: View = same_view
+    teacher_view: View = same_view
+    source: ModelSource | None = None
+    student_taps: list[str] = field(default_factory=list)
+    teacher_taps: list[str] = field(default_factory=list)
+    student_input_taps: list[str] = field(default_factory=list)
+
+    def require_teacher(self, method: str) -> nn.Module:
+        if self.teacher is None:
+            raise InputError(f"distillation method {method!r} needs a teacher, and this phase has none")
+        return self.teacher
+
+    def require_source(self, method: str) -> ModelSource:
+        if self.source is None:
+            raise InputError(f"distillation method {method!r} needs the runner (extra teachers, assistants); call it through edgekd.compress")
+        return self.source
+
+
+class Batch:
+    """One batch as the terms see it: each model's view, logits and taps, computed at most once."""
+
+    def __init__(self, objective: Objective, x: torch.Tensor, y: torch.Tensor):
+        self.objective, self.x, self.y = objective, x, y
+
+    @cached_property
+    def student_input(self) -> torch.Tensor:
+        return self.objective.phase.student_view(self.x)
+
+    @cached_property
+    def teacher_input(self) -> torch.Tensor:
+        return self.objective.phase.teacher_view(self.x)
+
+    @cached_property
+    def student_logits(self) -> torch.Tensor:
+        return self.objective.phase.student(self.student_input)
+
+    @cached_property
+    def teacher_logits(self) -> torch.Tensor:
+        teacher = self.objective.phase.teacher
+        assert teacher is not None
+        with torch.no_grad():
+            return teacher(self.teacher_input)
+
+    def student_feature(self, path: str) -> torch.Tensor:
+        _ = self.student_logits  # the forward pass fills the taps
+        return self.objective.student_taps[path]
+
+    def student_feature_input(self, path: str) -> torch.Tensor:
+        _ = self.student_logits
+        return self.objective.student_input_taps[path]
+
+    def teacher_feature(self, path: str) -> torch.Tensor:
+        _ = self.teacher_logits
+        return self.objective.teacher_taps[path]
+
+
+class Term:
+    """Base of every method: plain cross-entropy on the student's logits."""
+
+    Config: type[TermConfig] = TermConfig
+
+    def __init__(self, config: TermConfig, phase: Phase):
         self.config = config
-        self.teacher = teacher.eval() if teacher is not None else None
-        self.student = student
+        self.phase = phase
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(self.student(x), y)
+    def setup(self, probe: Batch) -> None:
+        """Build what needs feature shapes (adapters, heads); `probe` ran both models once."""
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(batch.student_logits, batch.y)
 
     def parameters(self) -> Iterator[nn.Parameter]:
-        """Trainable parameters the method adds (adapters, regressors); none by default."""
         return iter(())
 
+    def pretrain_loss(self, batch: Batch) -> torch.Tensor | None:
+        """A loss for a warm-up before the phase (FitNets stage 1), or None."""
+        return None
+
+    def pretrain_epochs(self) -> int:
+        return 0
+
+    def finish(self) -> None:
+        """End of the phase, before hooks go: e.g. pick the best peer."""
+
     def close(self) -> None:
-        """Release hooks and adapters at the end of the phase."""
+        """Drop everything training-only this term created."""
+
+
+methods.register(Term, name="ce")
 
 
 @methods.register(name="kd")
-class ResponseKD(Method):
-    """Hinton soft targets; the teacher runs in eval mode under no_grad."""
+class ResponseKD(Term):
+    """Hinton soft targets: (1-α)·CE + α·T²·KL(p_T ‖ p_S); the teacher in eval mode, under no_grad."""
+
+    def __init__(self, config: TermConfig, phase: Phase):
+        super().__init__(config, phase)
+        if phase.config.alpha > 0:
+            phase.require_teacher(config.method)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        settings = self.phase.config
+        teacher_logits = batch.teacher_logits if settings.alpha > 0 else batch.student_logits
+        return kd_loss(batch.student_logits, teacher_logits, batch.y, settings.temperature, settings.alpha)
+
+
+class Objective:
+    """The weighted sum of a phase's terms; a context manager that always removes its hooks."""
+
+    def __init__(self, phase: Phase, example: torch.Tensor):
+        self.phase = phase
+        self.terms: list[Term] = []
+        self.student_taps = self.teacher_taps = self.student_input_taps = None  # type: ignore[assignment]
+        if phase.teacher is not None:
+            phase.teacher.eval()
+        try:
+            self.terms = [methods.get(term.method)(term, phase) for term in phase.config.terms]
+            self.student_taps = FeatureTaps(phase.student, phase.student_taps, "student")
+            self.student_input_taps = FeatureTaps(phase.student, phase.student_input_taps, "student", inputs=True)
+            self.teacher_taps = FeatureTaps(phase.teacher, phase.teacher_taps, "teacher") if phase.teacher is not None else FeatureTaps(nn.Identity(), [], "teacher")
+            self._probe(example)
+        except BaseException:
+            self.close()
+            raise
+
+    def _probe(self, example: torch.Tensor) -> None:
+        """One forward pass of both models without touching BN statistics, so terms can size their parts."""
+        student = self.phase.student
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            probe = Batch(self, example, torch.zeros(len(example), dtype=torch.long, device=example.device))
+            _ = probe.student_logits
+            if self.phase.teacher is not None:
+                _ = probe.teacher_logits
+            for term in self.terms:
+                term.setup(probe)
+        student.train(was_training)
+
+    def __enter__(self) -> Objective:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        student_logits = self.student(x)
-        if self.teacher is None or self.config.alpha == 0:
-            return kd_loss(student_logits, student_logits, y, self.config.temperature, 0.0)
-        with torch.no_grad():
-            teacher_logits = self.teacher(x)
-        return kd_loss(student_logits, teacher_logits, y, self.config.temperature, self.config.alpha)
+        batch = Batch(self, x, y)
+        return sum(term.config.weight * term.loss(batch) for term in self.terms)  # type: ignore[return-value]
+
+    def pretrain_epochs(self) -> int:
+        return max((term.pretrain_epochs() for term in self.terms), default=0)
+
+    def pretrain_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        batch = Batch(self, x, y)
+        losses = [loss for term in self.terms if (loss := term.pretrain_loss(batch)) is not None]
+        return sum(losses)  # type: ignore[return-value]
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for term in self.terms for p in term.parameters()]
+
+    def finish(self) -> None:
+        for term in self.terms:
+            term.finish()
+
+    def close(self) -> None:
+        for taps in (self.student_taps, self.teacher_taps, self.student_input_taps):
+            if taps is not None:
+                taps.close()
+        for term in self.terms:
+            term.close()

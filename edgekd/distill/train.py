@@ -1,4 +1,4 @@
-"""The one training loop: teacher training (α=0, no teacher) and every recovery phase."""
+"""The one training loop: teacher training (cross-entropy) and every recovery phase."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader
 
-from edgekd.distill.config import DistillConfig, TrainConfig
-from edgekd.distill.methods import methods
+from edgekd.distill.config import TrainConfig
+from edgekd.distill.methods import Objective
 from edgekd.errors import EdgekdError
 
 
@@ -26,9 +26,32 @@ def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.opt
     return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, nesterov=opt.momentum > 0)
 
 
+def _check_finite(loss: torch.Tensor, description: str, epoch: int, batch: int) -> None:
+    if not math.isfinite(loss.item()):
+        raise TrainingDiverged(
+            f"{description}: the loss became {loss.item()} in epoch {epoch}, batch {batch}. "
+            "The student was not saved; the last good checkpoint is intact. "
+            "Lower the learning rate (e.g. --set distill.lr=…) or set grad_clip."
+        )
+
+
+def _pretrain(student: nn.Module, objective: Objective, loader: DataLoader, config: TrainConfig, device: torch.device, description: str) -> None:
+    """A warm-up on the terms' own losses (FitNets stage 1); parameters they don't reach keep no gradient and stay put."""
+    params = [p for p in student.parameters() if p.requires_grad] + objective.parameters()
+    optimizer = make_optimizer(params, config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"weight_decay": 0.0})}))
+    student.train()
+    for epoch in range(1, objective.pretrain_epochs() + 1):
+        for batch, (x, y) in enumerate(loader, 1):
+            loss = objective.pretrain_loss(x.to(device), y.to(device))
+            _check_finite(loss, f"{description} (stage 1)", epoch, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+
 def fit(
     student: nn.Module,
-    teacher: nn.Module | None,
+    objective: Objective,
     loader: DataLoader,
     config: TrainConfig,
     *,
@@ -36,38 +59,34 @@ def fit(
     description: str,
     progress: Progress | None = None,
     after_backward: Callable[[nn.Module], None] | None = None,
+    stop_after_epoch: int | None = None,
 ) -> list[float]:
-    """Train `student` in place for `config.epochs`; returns the mean loss of each epoch.
+    """Train `student` in place with `objective` for `config.epochs`; returns each epoch's mean loss.
 
-    With a teacher and a DistillConfig the loss is the configured distillation method;
-    otherwise plain cross-entropy. The loader's own seeded generator fixes the batch order."""
-    if config.epochs == 0:
-        return []
-    distill = config if isinstance(config, DistillConfig) else DistillConfig(alpha=0, epochs=config.epochs)
-    method = methods.get(distill.method)(distill, teacher, student)
-    params = [p for p in student.parameters() if p.requires_grad] + list(method.parameters())
-    optimizer = make_optimizer(params, config)
-    total_steps = config.epochs * len(loader)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
-        if config.schedule == "cosine"
-        else None
-    )
-    task = progress.add_task(description, total=config.epochs) if progress else None
-    epoch_losses: list[float] = []
-    student.train()
-    try:
-        for epoch in range(1, config.epochs + 1):
-            running, batches = 0.0, 0
-            for x, y in loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss = method(x, y)
-                if not math.isfinite(loss.item()):
-                    raise TrainingDiverged(
-                        f"{description}: the loss became {loss.item()} in epoch {epoch}, batch {batches + 1}. "
-                        "The student was not saved; the last good checkpoint is intact. "
-                        "Lower the learning rate (e.g. --set distill.lr=…) or set grad_clip."
-                    )
+    The learning-rate schedule spans `config.epochs` even when `stop_after_epoch` ends training
+    early (an early-stopped teacher is the full run, cut short). The loader's seeded generator
+    fixes the batch order. The objective is closed (hooks removed) however the loop ends."""
+    with objective:
+        if config.epochs == 0:
+            return []
+        if objective.pretrain_epochs():
+            _pretrain(student, objective, loader, config, device, description)
+        params = [p for p in student.parameters() if p.requires_grad] + objective.parameters()
+        optimizer = make_optimizer(params, config)
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs * len(loader), 1))
+            if config.schedule == "cosine"
+            else None
+        )
+        epochs = min(config.epochs, stop_after_epoch or config.epochs)
+        task = progress.add_task(description, total=epochs) if progress else None
+        epoch_losses: list[float] = []
+        student.train()
+        for epoch in range(1, epochs + 1):
+            running = 0.0
+            for batch, (x, y) in enumerate(loader, 1):
+                loss = objective(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                _check_finite(loss, description, epoch, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if after_backward is not None:
@@ -78,11 +97,9 @@ def fit(
                 if scheduler:
                     scheduler.step()
                 running += loss.item()
-                batches += 1
-            epoch_losses.append(running / max(batches, 1))
+            epoch_losses.append(running / max(len(loader), 1))
             if progress and task is not None:
                 progress.update(task, advance=1, description=f"{description} loss {epoch_losses[-1]:.4f}")
-    finally:
-        method.close()
-    student.eval()
-    return epoch_losses
+        student.eval()
+        objective.finish()
+        return epoch_losses

@@ -49,12 +49,18 @@ def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def build_model(spec: str, *, in_channels: int, num_classes: int, extra: dict[str, Any] | None = None) -> nn.Module:
-    """Build the module a spec names; the dataset supplies `in_channels` and `num_classes`."""
+def build_model(
+    spec: str, *, in_channels: int, num_classes: int, image_size: int | None = None, extra: dict[str, Any] | None = None
+) -> nn.Module:
+    """Build the module a spec names; the dataset supplies `in_channels`, `num_classes` and, for
+    builders that take it (vit_s), `image_size` — unless the spec sets them itself."""
     name, kwargs = parse_spec(spec)
     kwargs.update(extra or {})
     builder = load_callable(name) if ":" in name else models.get(name)
-    dataset_kwargs = _accepted(builder, {"in_channels": in_channels, "num_classes": num_classes})
+    from_data = {"in_channels": in_channels, "num_classes": num_classes}
+    if image_size is not None:
+        from_data["image_size"] = image_size
+    dataset_kwargs = {k: v for k, v in _accepted(builder, from_data).items() if k not in kwargs}
     try:
         model = builder(**dataset_kwargs, **kwargs)
     except TypeError as exc:

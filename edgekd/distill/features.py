@@ -1,0 +1,166 @@
+"""Feature-based methods: match what intermediate layers compute.
+
+- `feature`: teacher/student layer pairs matched through a learned adapter (MSE or cosine);
+- `hint`: FitNets — a regressor maps the student's guided layer to the teacher's hint layer (L2),
+  optionally with the paper's first stage that trains only up to the guided layer;
+- `attention`: attention transfer (Zagoruyko & Komodakis) — normalized spatial attention maps."""
+
+from __future__ import annotations
+
+from typing import Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import nn
+
+from edgekd.distill.config import TermConfig
+from edgekd.distill.methods import Batch, Phase, Term, methods
+from edgekd.errors import InputError
+
+LayerPair = tuple[str, str]
+
+
+class PairsConfig(TermConfig):
+    """Layer pairs as [[student_path, teacher_path], …] or [{student: …, teacher: …}, …]."""
+
+    pairs: list[LayerPair] = Field(min_length=1)
+
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _accept_mappings(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [(p["student"], p["teacher"]) if isinstance(p, dict) and {"student", "teacher"} <= p.keys() else p for p in value]
+        return value
+
+
+def resize_like(feature: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Bring a (B, C, H, W) map to the reference's spatial size: average-pool down, interpolate up."""
+    if feature.dim() != 4 or feature.shape[-2:] == reference.shape[-2:]:
+        return feature
+    if feature.shape[-2] >= reference.shape[-2]:
+        return F.adaptive_avg_pool2d(feature, reference.shape[-2:])
+    return F.interpolate(feature, size=reference.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def make_adapter(student: torch.Tensor, teacher: torch.Tensor, pair: LayerPair, kernel: int = 1) -> nn.Module:
+    """A learned map from the student's feature width to the teacher's (1×1 conv or linear)."""
+    if student.dim() != teacher.dim():
+        raise InputError(f"layers {pair[0]!r} (student, {tuple(student.shape[1:])}) and {pair[1]!r} (teacher, {tuple(teacher.shape[1:])}) have different ranks; pick layers of the same kind")
+    if student.dim() == 4:
+        return nn.Conv2d(student.shape[1], teacher.shape[1], kernel, padding=kernel // 2, bias=False)
+    if student.dim() == 3 and student.shape[1] != teacher.shape[1]:
+        raise InputError(f"layers {pair[0]!r} and {pair[1]!r} have {student.shape[1]} vs {teacher.shape[1]} tokens; pick layers with the same token count")
+    return nn.Linear(student.shape[-1], teacher.shape[-1], bias=False)
+
+
+class FeatureConfig(PairsConfig):
+    loss: Literal["mse", "cosine"] = "mse"
+
+
+@methods.register(name="feature")
+class FeatureMatching(Term):
+    """Match student feature maps to the teacher's through adapters (kept out of the student)."""
+
+    Config = FeatureConfig
+    adapter_kernel = 1
+
+    def __init__(self, config: FeatureConfig, phase: Phase):  # type: ignore[override]
+        super().__init__(config, phase)
+        phase.require_teacher(config.method)
+        self.pairs: list[LayerPair] = list(config.pairs)
+        phase.student_taps += [s for s, _ in self.pairs]
+        phase.teacher_taps += [t for _, t in self.pairs]
+        self.adapters = nn.ModuleList()
+
+    def setup(self, probe: Batch) -> None:
+        for pair in self.pairs:
+            student, teacher = probe.student_feature(pair[0]), probe.teacher_feature(pair[1])
+            self.adapters.append(make_adapter(student, teacher, pair, self.adapter_kernel))
+        self.adapters.to(self.phase.device)
+
+    def pair_loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        if self.config.loss == "cosine":  # type: ignore[attr-defined]
+            return (1 - F.cosine_similarity(student.flatten(1), teacher.flatten(1), dim=1)).mean()
+        return F.mse_loss(student, teacher)
+
+    def matched(self, batch: Batch) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for adapter, (s_path, t_path) in zip(self.adapters, self.pairs):
+            teacher = batch.teacher_feature(t_path)
+            yield resize_like(adapter(batch.student_feature(s_path)), teacher), teacher
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return sum(self.pair_loss(s, t) for s, t in self.matched(batch)) / len(self.pairs)  # type: ignore[return-value]
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.adapters.parameters()
+
+    def close(self) -> None:
+        self.adapters = nn.ModuleList()
+
+
+class HintConfig(TermConfig):
+    student_layer: str
+    teacher_layer: str
+    stage1_epochs: int = Field(0, ge=0)
+
+
+@methods.register(name="hint")
+class FitNetsHint(FeatureMatching):
+    """FitNets: a conv regressor from the guided layer to the hint layer, L2 loss.
+
+    With `stage1_epochs > 0` the phase begins with the paper's first stage: only the
+    hint loss, which trains the student up to the guided layer (and the regressor)."""
+
+    Config = HintConfig  # type: ignore[assignment]
+    adapter_kernel = 3
+
+    def __init__(self, config: HintConfig, phase: Phase):  # type: ignore[override]
+        Term.__init__(self, config, phase)
+        phase.require_teacher(config.method)
+        self.pairs = [(config.student_layer, config.teacher_layer)]
+        phase.student_taps.append(config.student_layer)
+        phase.teacher_taps.append(config.teacher_layer)
+        self.adapters = nn.ModuleList()
+
+    def pair_loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return 0.5 * F.mse_loss(student, teacher)
+
+    def pretrain_epochs(self) -> int:
+        return self.config.stage1_epochs  # type: ignore[attr-defined]
+
+    def pretrain_loss(self, batch: Batch) -> torch.Tensor:
+        return self.loss(batch)
+
+
+class AttentionConfig(PairsConfig):
+    p: float = Field(2.0, gt=0)
+
+
+def attention_map(feature: torch.Tensor, p: float) -> torch.Tensor:
+    """Spatial attention: mean over channels of |A|^p, flattened and L2-normalized per sample."""
+    if feature.dim() != 4:
+        raise InputError(f"attention transfer needs (B, C, H, W) feature maps, got shape {tuple(feature.shape)}")
+    return F.normalize(feature.abs().pow(p).mean(1).flatten(1), dim=1)
+
+
+@methods.register(name="attention")
+class AttentionTransfer(Term):
+    """Zagoruyko & Komodakis: (β/2)·Σ‖Q_S/‖Q_S‖ − Q_T/‖Q_T‖‖² over layer pairs; β is the term's weight."""
+
+    Config = AttentionConfig
+
+    def __init__(self, config: AttentionConfig, phase: Phase):  # type: ignore[override]
+        super().__init__(config, phase)
+        phase.require_teacher(config.method)
+        phase.student_taps += [s for s, _ in config.pairs]
+        phase.teacher_taps += [t for _, t in config.pairs]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        total = 0.0
+        for s_path, t_path in self.config.pairs:  # type: ignore[attr-defined]
+            teacher = batch.teacher_feature(t_path)
+            student = resize_like(batch.student_feature(s_path), teacher)
+            p = self.config.p  # type: ignore[attr-defined]
+            total = total + (attention_map(student, p) - attention_map(teacher, p)).pow(2).mean()
+        return total / 2  # type: ignore[return-value]
