@@ -33,6 +33,7 @@ from edgekd.errors import InputError
 from edgekd.gate import REPORT_SCHEMA, evaluate_gates
 from edgekd.metrics import accuracy, measure
 from edgekd.models import build_model, load_state_dict_file
+from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.recipe import PlannedStage, Recipe
 from edgekd.report import write_reports
 
@@ -195,11 +196,11 @@ class Run:
             if config.assistant:
                 model = self._build(config.assistant, "teacher")
             else:
-                from edgekd.prune import prune_copy
-
-                model = prune_copy(self.teacher, self.example_input(), target_macs=config.assistant_macs)
-            for p in model.parameters():
-                p.requires_grad_(True)
+                model = copy.deepcopy(self.teacher).requires_grad_(True)
+                example = self.teacher_view(self.data.test.tensors[0][:1].to(self.device))
+                pruner = ChannelPruner(model, example, PruneConfig(target_macs=config.assistant_macs))
+                pruner.prune_to(config.assistant_macs * self.report["teacher"]["macs"])
+            model.requires_grad_(True)
             settings = DistillConfig.model_validate(
                 {**self.recipe.distill.model_dump(), "method": "kd", "epochs": config.assistant_epochs}
             )
@@ -222,7 +223,7 @@ class Run:
     def execute(self, resume: bool = False) -> dict[str, Any]:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with workdir_lock(self.workdir), self._progress():
-            self._prepare()
+            self.prepare()
             done = self._resume() if resume else self._start_fresh()
             for planned in self.recipe.plan:
                 for step in range(1, planned.stage.num_steps() + 1):
@@ -242,7 +243,9 @@ class Run:
             finally:
                 self.progress = None
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Load the data and obtain the teacher (trained once, then cached); fills the report's header."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         data = self.recipe.data
         self.data = load_data(
             data.dataset, seed=self.seed, root=data.root, val_split=data.val_split,

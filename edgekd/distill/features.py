@@ -47,11 +47,26 @@ def make_adapter(student: torch.Tensor, teacher: torch.Tensor, pair: LayerPair, 
     """A learned map from the student's feature width to the teacher's (1×1 conv or linear)."""
     if student.dim() != teacher.dim():
         raise InputError(f"layers {pair[0]!r} (student, {tuple(student.shape[1:])}) and {pair[1]!r} (teacher, {tuple(teacher.shape[1:])}) have different ranks; pick layers of the same kind")
-    if student.dim() == 4:
-        return nn.Conv2d(student.shape[1], teacher.shape[1], kernel, padding=kernel // 2, bias=False)
     if student.dim() == 3 and student.shape[1] != teacher.shape[1]:
         raise InputError(f"layers {pair[0]!r} and {pair[1]!r} have {student.shape[1]} vs {teacher.shape[1]} tokens; pick layers with the same token count")
-    return nn.Linear(student.shape[-1], teacher.shape[-1], bias=False)
+    if student.dim() == 4:
+        adapter: nn.Module = nn.Conv2d(student.shape[1], teacher.shape[1], kernel, padding=kernel // 2, bias=False)
+    else:
+        adapter = nn.Linear(student.shape[-1], teacher.shape[-1], bias=False)
+    if student.shape[1:] == teacher.shape[1:]:
+        _start_as_identity(adapter)
+    return adapter
+
+
+def _start_as_identity(adapter: nn.Module) -> None:
+    """Equal widths start as the identity: a student that is a copy of the teacher (recovery
+    after pruning) begins at zero feature loss instead of chasing a random projection."""
+    with torch.no_grad():
+        weight = adapter.weight
+        weight.zero_()
+        centre = tuple(k // 2 for k in weight.shape[2:])
+        for channel in range(min(weight.shape[0], weight.shape[1])):
+            weight[(channel, channel, *centre)] = 1.0
 
 
 class FeatureConfig(PairsConfig):

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekd.data.views import View, identity
 from edgekd.distill.config import DistillConfig, TermConfig
 from edgekd.distill.losses import kd_loss
 from edgekd.distill.taps import FeatureTaps
@@ -29,13 +30,6 @@ if TYPE_CHECKING:
     from edgekd.distill.config import TeacherConfig
 
 methods: Registry = Registry("distillation method")
-
-View = Callable[[torch.Tensor], torch.Tensor]
-
-
-def same_view(x: torch.Tensor) -> torch.Tensor:
-    return x
-
 
 class ModelSource(Protocol):
     """What the runner offers the terms that need more models than student and teacher."""
@@ -56,8 +50,8 @@ class Phase:
     teacher: nn.Module | None
     device: torch.device
     seed: int = 0
-    student_view: View = same_view
-    teacher_view: View = same_view
+    student_view: View = identity
+    teacher_view: View = identity
     source: ModelSource | None = None
     student_taps: list[str] = field(default_factory=list)
     teacher_taps: list[str] = field(default_factory=list)

@@ -19,7 +19,7 @@ from torch import nn
 
 from edgekd.distill.config import TeacherConfig, TermConfig
 from edgekd.distill.losses import kd_loss
-from edgekd.distill.methods import Batch, Phase, ResponseKD, Term, methods, same_view
+from edgekd.distill.methods import Batch, Phase, ResponseKD, Term, methods
 from edgekd.distill.taps import classifier_path
 from edgekd.errors import InputError
 
@@ -243,7 +243,7 @@ class CrossModal(ResponseKD):
     (`teacher.input` / `student.input` name views from `data.views`)."""
 
     def __init__(self, config: TermConfig, phase: Phase):
-        if phase.student_view is same_view and phase.teacher_view is same_view:
+        if phase.student_view is phase.teacher_view:
             raise InputError(
                 "cross-modal distillation needs the teacher and the student to read different views: "
                 "define data.views (e.g. {low: {resize: 14}}) and set student.input: low (and/or teacher.input)"
