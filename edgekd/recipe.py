@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -43,6 +43,19 @@ class DataConfig(StrictModel):
     views: dict[str, ViewSpec] = Field(default_factory=dict)
 
 
+class RuntimeConfig(StrictModel):
+    """How training runs, not what it computes (results stay within noise of the defaults).
+
+    `teacher_cache`: compute the teacher's logits on the training split once per teacher and reuse
+    them in every recovery phase and on resume (the data pipeline has no random augmentation, and
+    views must be deterministic). `precision`: autocast dtype for training. `channels_last`: NHWC
+    memory format for convolutions."""
+
+    teacher_cache: bool = True
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -57,6 +70,7 @@ class Recipe(StrictModel):
     distill: DistillConfig = DistillConfig()
     stages: list[dict[str, Any]] = Field(default_factory=list)
     gates: GatesConfig | None = None
+    runtime: RuntimeConfig = RuntimeConfig()
 
     _plan: list[PlannedStage] = PrivateAttr(default_factory=list)
 
@@ -91,7 +105,7 @@ class Recipe(StrictModel):
 
     def fingerprint(self) -> str:
         """A hash of everything that decides the results; resume refuses a changed recipe."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"workdir", "gates"}), sort_keys=True)
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"workdir", "gates", "runtime"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -115,6 +116,7 @@ class Run:
         self.teacher_view: View = views[recipe.teacher.input]
         self._teachers: dict[str, nn.Module] = {}
         self._assistants: dict[str, nn.Module] = {}
+        self._teacher_logits: np.ndarray | None = None
 
     # ---- helpers the stages use -------------------------------------------------
     def phase_seed(self, stage_index: int, step: int) -> int:
@@ -154,15 +156,40 @@ class Run:
         torch.manual_seed(seed)
         distill = config if isinstance(config, DistillConfig) else DistillConfig(**config.model_dump(), method="ce", alpha=0)
         mentor = self.teacher if teacher == "default" and isinstance(config, DistillConfig) else teacher
+        runtime = self.recipe.runtime
+        cache = self.teacher_logits if runtime.teacher_cache and mentor is not None and mentor is self.teacher else None
         phase = Phase(
             distill, model, mentor if isinstance(mentor, nn.Module) else None, self.device, seed,
             student_view=self.student_view if mentor is not None else self.teacher_view,
-            teacher_view=self.teacher_view, source=self,
+            teacher_view=self.teacher_view, source=self, teacher_logits_cache=cache,
         )
-        loader = self.loader("train", shuffle=True, seed=seed)
+        loader = self.data.loader("train", self.recipe.data.batch_size, shuffle=True, seed=seed, indexed=cache is not None)
         objective = Objective(phase, next(iter(loader))[0][:8].to(self.device))
         return fit(model, objective, loader, config, device=self.device, description=description,
-                   progress=self.progress, after_backward=after_backward, stop_after_epoch=stop_after_epoch)
+                   progress=self.progress, after_backward=after_backward, stop_after_epoch=stop_after_epoch,
+                   precision=runtime.precision, channels_last=runtime.channels_last)
+
+    def teacher_logits(self) -> np.ndarray:
+        """The teacher's logits for every training sample (its view), computed once per teacher and data,
+        kept in the workdir as a memory-mapped float16 file (float32 when values exceed float16's range)."""
+        if self._teacher_logits is None:
+            digest = hashlib.sha256()
+            for tensor in self.teacher.state_dict().values():
+                digest.update(tensor.detach().cpu().numpy().tobytes())
+            digest.update(json.dumps([self.recipe.teacher.input, self.recipe.data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"}), self.seed], sort_keys=True).encode())
+            path = self.workdir / f"teacher-logits-{digest.hexdigest()[:12]}.npy"
+            if not path.is_file():
+                logits = self._compute_teacher_logits()
+                atomic_write_bytes(path, lambda tmp: np.save(tmp.open("wb"), logits))
+            self._teacher_logits = np.load(path, mmap_mode="r")
+        return self._teacher_logits
+
+    @torch.no_grad()
+    def _compute_teacher_logits(self) -> np.ndarray:
+        chunks = [self.teacher(self.teacher_view(x.to(self.device))).cpu() for x, _ in self.loader("train")]
+        logits = torch.cat(chunks)
+        safe = float(logits.abs().max()) < torch.finfo(torch.float16).max / 2
+        return logits.numpy().astype(np.float16 if safe else np.float32)
 
     def obtain_teacher(self, config: TeacherConfig) -> nn.Module:
         """A teacher loaded from its checkpoint, or trained once and cached in the workdir by its settings."""

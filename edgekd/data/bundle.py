@@ -31,10 +31,16 @@ class DataBundle:
     def in_channels(self) -> int:
         return self.input_shape[0]
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
-        """A loader whose shuffle order depends only on `seed`, so resumed runs see the same batches."""
+    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0, indexed: bool = False) -> DataLoader:
+        """A loader whose shuffle order depends only on `seed`, so resumed runs see the same batches.
+
+        `indexed` adds each sample's position in its split as a third item, the key of
+        per-sample caches (the teacher's logits)."""
+        dataset = getattr(self, split)
+        if indexed:
+            dataset = TensorDataset(*dataset.tensors, torch.arange(len(dataset)))
         generator = torch.Generator().manual_seed(seed) if shuffle else None
-        return DataLoader(getattr(self, split), batch_size=batch_size, shuffle=shuffle, generator=generator)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
     def summary(self) -> dict[str, object]:
         return {

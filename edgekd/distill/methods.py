@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,6 +57,8 @@ class Phase:
     student_taps: list[str] = field(default_factory=list)
     teacher_taps: list[str] = field(default_factory=list)
     student_input_taps: list[str] = field(default_factory=list)
+    # The teacher's logits for every training sample, precomputed (see Run.teacher_logits).
+    teacher_logits_cache: Callable[[], np.ndarray] | None = None
 
     def require_teacher(self, method: str) -> nn.Module:
         if self.teacher is None:
@@ -71,8 +74,8 @@ class Phase:
 class Batch:
     """One batch as the terms see it: each model's view, logits and taps, computed at most once."""
 
-    def __init__(self, objective: Objective, x: torch.Tensor, y: torch.Tensor):
-        self.objective, self.x, self.y = objective, x, y
+    def __init__(self, objective: Objective, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None):
+        self.objective, self.x, self.y, self.index = objective, x, y, index
 
     @cached_property
     def student_input(self) -> torch.Tensor:
@@ -88,6 +91,9 @@ class Batch:
 
     @cached_property
     def teacher_logits(self) -> torch.Tensor:
+        cached = self.objective.cached_teacher_logits
+        if cached is not None and self.index is not None:
+            return torch.from_numpy(cached[self.index.numpy()]).to(self.x.device, torch.float32)
         teacher = self.objective.phase.teacher
         assert teacher is not None
         with torch.no_grad():
@@ -195,8 +201,16 @@ class Objective:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        batch = Batch(self, x, y)
+    @cached_property
+    def cached_teacher_logits(self) -> np.ndarray | None:
+        """The precomputed teacher logits, when the phase offers them and no term reads teacher features
+        (those need the live forward pass anyway, so the cache would save nothing)."""
+        if self.phase.teacher_logits_cache is None or self.phase.teacher_taps:
+            return None
+        return self.phase.teacher_logits_cache()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        batch = Batch(self, x, y, index)
         return sum(term.config.weight * term.loss(batch) for term in self.terms)  # type: ignore[return-value]
 
     def pretrain_epochs(self) -> int:

@@ -15,6 +15,9 @@ from edgekd.distill.methods import Objective
 from edgekd.errors import EdgekdError
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class TrainingDiverged(EdgekdError):
     """The loss became NaN or infinite; the last good checkpoint is untouched."""
 
@@ -41,7 +44,7 @@ def _pretrain(student: nn.Module, objective: Objective, loader: DataLoader, conf
     optimizer = make_optimizer(params, config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"weight_decay": 0.0})}))
     student.train()
     for epoch in range(1, objective.pretrain_epochs() + 1):
-        for batch, (x, y) in enumerate(loader, 1):
+        for batch, (x, y, *_) in enumerate(loader, 1):
             loss = objective.pretrain_loss(x.to(device), y.to(device))
             _check_finite(loss, f"{description} (stage 1)", epoch, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -60,12 +63,16 @@ def fit(
     progress: Progress | None = None,
     after_backward: Callable[[nn.Module], None] | None = None,
     stop_after_epoch: int | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> list[float]:
     """Train `student` in place with `objective` for `config.epochs`; returns each epoch's mean loss.
 
     The learning-rate schedule spans `config.epochs` even when `stop_after_epoch` ends training
     early (an early-stopped teacher is the full run, cut short). The loader's seeded generator
-    fixes the batch order. The objective is closed (hooks removed) however the loop ends."""
+    fixes the batch order. The objective is closed (hooks removed) however the loop ends.
+    `precision` bf16/fp16 trains under autocast (fp16 with a gradient scaler); `channels_last`
+    moves the student and its inputs to NHWC."""
     with objective:
         if config.epochs == 0:
             return []
@@ -81,25 +88,34 @@ def fit(
         epochs = min(config.epochs, stop_after_epoch or config.epochs)
         task = progress.add_task(description, total=epochs) if progress else None
         epoch_losses: list[float] = []
+        memory_format = torch.channels_last if channels_last else torch.preserve_format
+        if channels_last:
+            student.to(memory_format=memory_format)
+        autocast = torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32")
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         student.train()
         for epoch in range(1, epochs + 1):
             running = 0.0
-            for batch, (x, y) in enumerate(loader, 1):
-                loss = objective(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+            for batch, (x, y, *index) in enumerate(loader, 1):
+                x = x.to(device, non_blocking=True, memory_format=memory_format)
+                with autocast:
+                    loss = objective(x, y.to(device, non_blocking=True), *index)
                 _check_finite(loss, description, epoch, batch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
                 if after_backward is not None:
                     after_backward(student)
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(params, config.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 if scheduler:
                     scheduler.step()
                 running += loss.item()
             epoch_losses.append(running / max(len(loader), 1))
             if progress and task is not None:
                 progress.update(task, advance=1, description=f"{description} loss {epoch_losses[-1]:.4f}")
-        student.eval()
+        student.to(memory_format=torch.contiguous_format).eval()
         objective.finish()
         return epoch_losses
