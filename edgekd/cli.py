@@ -17,6 +17,7 @@ from rich.markup import escape
 from edgekd import api
 from edgekd.errors import EdgekdError, GateFailed
 from edgekd.gate import GateResult, render_gates, verdict_line
+from edgekd.bench.command import bench_command
 from edgekd.gate_command import gate_command, report_command
 from edgekd.summary import print_summary
 
@@ -78,6 +79,7 @@ def validate(
     Console().print(f"{recipe}: valid ({checked.name}: {stages})")
 
 
+app.command("bench")(bench_command)
 app.command("gate")(gate_command)
 app.command("report")(report_command)
 

@@ -1,0 +1,97 @@
+"""The `bench` stage: time the exported teacher and student side by side, in one process.
+
+`- bench: {batch_sizes: [1, 64], threads: 2}` after an `export` stage benchmarks
+teacher.onnx, student.onnx and student.int8.onnx interleaved, and writes
+report.json's `latency` section: per-model latency at each batch size, and the
+student's speedup over the teacher as a ratio of medians with its confidence
+interval — the figure CI gates use, since it cancels the machine's speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from edgekd.errors import InputError
+from edgekd.stage import Stage, StepResult, StrictModel, stages
+
+if TYPE_CHECKING:
+    from edgekd.bench.result import BenchResult
+    from edgekd.run import Run
+
+
+class BenchConfig(StrictModel):
+    backends: list[str] = Field(default_factory=lambda: ["onnxruntime"], min_length=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
+    threads: int | None = Field(None, ge=1)
+    warmup_s: float = Field(0.2, ge=0)
+    min_iterations: int = Field(20, ge=1)
+    min_duration_s: float = Field(1.0, gt=0)
+    memory: bool = True
+
+
+def onnx_models(report: dict[str, Any], workdir: Path) -> dict[str, Path]:
+    """The exported files by report name (file stem): the teacher first, the deployed student last."""
+    teacher = report.get("teacher", {}).get("onnx")
+    students = report.get("student", {}).get("onnx", {})
+    if not teacher or not students:
+        raise InputError("a bench stage needs ONNX files: put an `export` stage before it in `stages:`")
+    paths = [teacher["path"]] + [students[kind]["path"] for kind in ("fp32", "int8") if kind in students]
+    return {Path(p).name.removesuffix(".onnx"): workdir / p for p in paths}
+
+
+def latency_section(result: BenchResult, names: list[str], backend: str, threads: int | None) -> dict[str, Any]:
+    """report.json's `latency`: medians, p90 and samples per model and batch; speedup of the deployed student."""
+    teacher, deployed = names[0], names[-1]
+    batches = sorted({case.batch for case in result.cases})
+    models = {
+        name: {
+            str(batch): {
+                "median_ms": (case := result.case(name, batch)).latency.median,
+                "p90_ms": case.latency.p90,
+                "samples_ms": (case.timing.blocks_s.ravel() * 1000).tolist(),
+            }
+            for batch in batches
+        }
+        for name in names
+    }
+    speedup = {}
+    for batch in batches:
+        ratio = result.ratio(deployed, batch)  # deployed / teacher
+        speedup[str(batch)] = {"ratio": 1 / ratio.median_ratio, "ci": [1 / ratio.ci_high, 1 / ratio.ci_low], "model": deployed}
+    cpu = result.environment.get("cpu", {}).get("model", "unknown CPU")
+    return {
+        "backend": backend,
+        "threads": threads,
+        "models": models,
+        "speedup": speedup,
+        "device": f"{cpu} ({threads or 'all'} threads)",
+        "reference": teacher,
+    }
+
+
+@stages.register(name="bench")
+class BenchStage(Stage):
+    Config = BenchConfig
+    compresses = False
+
+    def apply(self, run: Run, step: int) -> StepResult:
+        from edgekd.bench import benchmark, render
+
+        config: BenchConfig = self.config  # type: ignore[assignment]
+        models = onnx_models(run.report, run.workdir)
+        results = {}
+        for backend in config.backends:
+            result = benchmark(
+                list(models.values()), backend=backend, batch_sizes=tuple(config.batch_sizes), threads=config.threads,
+                warmup_s=config.warmup_s, min_iterations=config.min_iterations, min_duration_s=config.min_duration_s,
+                memory=config.memory, seed=run.seed,
+            )
+            render(result, run.console)
+            results[backend] = result
+        first = config.backends[0]
+        return StepResult(report={
+            "latency": latency_section(results[first], list(models), first, config.threads),
+            "bench": {name: result.to_json() for name, result in results.items()},
+        })
