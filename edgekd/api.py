@@ -47,6 +47,15 @@ def compress(
     return run_recipe(recipe, resume=resume, quiet=quiet, console=console)
 
 
+def launch_distributed(nproc: int, arguments: list[str]) -> int:
+    """Re-run `edgekd <arguments>` as `nproc` data-parallel processes under torchrun; returns its exit code."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "edgekd", *arguments]
+    return subprocess.run(command).returncode
+
+
 def _yaml_value(value: Any) -> str:
     import json
 

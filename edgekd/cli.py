@@ -47,11 +47,16 @@ def compress(
     resume: Annotated[bool, typer.Option("--resume", help="Continue after the last finished step in the workdir.")] = False,
     workdir: Annotated[Optional[Path], typer.Option(help="Run folder (overrides the recipe's workdir).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final table.")] = False,
+    nproc: Annotated[int, typer.Option(min=1, help="Train with N data-parallel processes (launches torchrun).")] = 1,
 ) -> None:
     """Run a recipe: train/load the teacher, then every stage (compress ↔ recover), export, bench, gates.
 
     Example:  edgekd compress recipes/quickstart.yaml --set distill.temperature=2
     """
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        arguments = ["compress", str(recipe), *(a for s in set_ or [] for a in ("--set", s)), *(["--resume"] if resume else []),
+                     *(["--workdir", str(workdir)] if workdir else []), *(["--quiet"] if quiet else [])]
+        raise typer.Exit(api.launch_distributed(nproc, arguments))
     overrides = list(set_ or []) + ([f"workdir={workdir}"] if workdir else [])
     console = Console()
     report = api.compress(recipe, set=overrides, resume=resume, quiet=quiet, console=console)
@@ -89,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EDGEKD_DEBUG") == "1"
     try:
-        app(args=args, prog_name="edgekd", standalone_mode=False)
-        sys.exit(0)
+        # Without standalone mode, click returns typer.Exit's code instead of raising it.
+        code = app(args=args, prog_name="edgekd", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:  # --help, and commands that end early on purpose
         sys.exit(exc.exit_code)
     except typer.exceptions.TyperException as exc:  # usage errors: unknown option, missing argument

@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,6 +29,7 @@ from edgekd import __version__
 from edgekd.bench.environment import environment
 from edgekd.data import DataBundle, load_data
 from edgekd.data.views import View, views_from
+from edgekd.distributed import Distributed
 from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, TrainConfig, fit
 from edgekd.errors import InputError
 from edgekd.gate import REPORT_SCHEMA, evaluate_gates
@@ -36,6 +37,7 @@ from edgekd.metrics import accuracy, measure
 from edgekd.models import build_model, load_state_dict_file
 from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.recipe import PlannedStage, Recipe
+from edgekd.stage import StepResult
 from edgekd.report import write_reports
 
 CHECKPOINT_FORMAT = "edgekd.checkpoint/1"
@@ -117,6 +119,7 @@ class Run:
         self._teachers: dict[str, nn.Module] = {}
         self._assistants: dict[str, nn.Module] = {}
         self._teacher_logits: np.ndarray | None = None
+        self.dist = Distributed()
 
     # ---- helpers the stages use -------------------------------------------------
     def phase_seed(self, stage_index: int, step: int) -> int:
@@ -163,11 +166,14 @@ class Run:
             student_view=self.student_view if mentor is not None else self.teacher_view,
             teacher_view=self.teacher_view, source=self, teacher_logits_cache=cache,
         )
-        loader = self.data.loader("train", self.recipe.data.batch_size, shuffle=True, seed=seed, indexed=cache is not None)
+        loader = self.data.loader(
+            "train", self.recipe.data.batch_size, shuffle=True, seed=seed, indexed=cache is not None,
+            shard=(self.dist.rank, self.dist.world_size),
+        )
         objective = Objective(phase, next(iter(loader))[0][:8].to(self.device))
         return fit(model, objective, loader, config, device=self.device, description=description,
                    progress=self.progress, after_backward=after_backward, stop_after_epoch=stop_after_epoch,
-                   precision=runtime.precision, channels_last=runtime.channels_last)
+                   precision=runtime.precision, channels_last=runtime.channels_last, dist=self.dist)
 
     def teacher_logits(self) -> np.ndarray:
         """The teacher's logits for every training sample (its view), computed once per teacher and data,
@@ -178,10 +184,11 @@ class Run:
                 digest.update(tensor.detach().cpu().numpy().tobytes())
             digest.update(json.dumps([self.recipe.teacher.input, self.recipe.data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"}), self.seed], sort_keys=True).encode())
             path = self.workdir / f"teacher-logits-{digest.hexdigest()[:12]}.npy"
-            if not path.is_file():
-                logits = self._compute_teacher_logits()
-                atomic_write_bytes(path, lambda tmp: np.save(tmp.open("wb"), logits))
-            self._teacher_logits = np.load(path, mmap_mode="r")
+            if path.is_file():
+                self._teacher_logits = np.load(path, mmap_mode="r")
+            else:  # every rank computes the same logits; rank 0 keeps them for later phases and runs
+                self._teacher_logits = self._compute_teacher_logits()
+                self._write(path, lambda tmp: np.save(tmp.open("wb"), self._teacher_logits))
         return self._teacher_logits
 
     @torch.no_grad()
@@ -208,7 +215,7 @@ class Run:
             assert config.train is not None
             self.train(model, config.train, seed=self.seed, description=f"teacher {config.model}", teacher=None,
                        stop_after_epoch=config.checkpoint_epoch)
-            atomic_write_bytes(cache, lambda tmp: torch.save(model.state_dict(), tmp))
+            self._write(cache, lambda tmp: torch.save(model.state_dict(), tmp))
         for p in model.parameters():
             p.requires_grad_(False)
         self._teachers[key] = model.eval()
@@ -248,16 +255,23 @@ class Run:
 
     # ---- the pipeline -----------------------------------------------------------
     def execute(self, resume: bool = False) -> dict[str, Any]:
+        self.dist = Distributed.from_environment(self.device)
+        self.device = self.dist.device_for_rank(self.device)
+        if not self.dist.is_main:  # one voice: rank 0 prints and writes
+            self.console.quiet = True
         self.workdir.mkdir(parents=True, exist_ok=True)
-        with workdir_lock(self.workdir), self._progress():
-            self.prepare()
-            done = self._resume() if resume else self._start_fresh()
-            for planned in self.recipe.plan:
-                for step in range(1, planned.stage.num_steps() + 1):
-                    if (planned.index, step) in done:
-                        continue
-                    self._run_step(planned, step)
-            self._finish()
+        try:
+            with workdir_lock(self.workdir) if self.dist.is_main else nullcontext(), self._progress():
+                self.prepare()
+                done = self._resume() if resume else self._start_fresh()
+                for planned in self.recipe.plan:
+                    for step in range(1, planned.stage.num_steps() + 1):
+                        if (planned.index, step) in done:
+                            continue
+                        self._run_step(planned, step)
+                self._finish()
+        finally:
+            self.dist.close()
         return self.report
 
     @contextmanager
@@ -286,6 +300,7 @@ class Run:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "edgekd": __version__,
             "workdir": str(self.workdir),
+            "world_size": self.dist.world_size,
             "dataset": self.data.summary(),
             "teacher": {"model": self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher, "teacher")},
             "steps": [],
@@ -327,9 +342,10 @@ class Run:
         return self.workdir / "checkpoints"
 
     def _start_fresh(self) -> set[tuple[int, int]]:
-        self._progress_file.unlink(missing_ok=True)
-        for old in self._checkpoint_dir.glob("*.pt"):
-            old.unlink()
+        if self.dist.is_main:
+            self._progress_file.unlink(missing_ok=True)
+            for old in self._checkpoint_dir.glob("*.pt"):
+                old.unlink()
         self.student = self._initial_student()
         self._restores: list[dict[str, Any]] = []
         self._report_updates: dict[str, Any] = {}
@@ -376,6 +392,8 @@ class Run:
             "report": json.dumps(self._report_updates),
         }
         self._checkpoint_dir.mkdir(exist_ok=True)
+        if not self.dist.is_main:
+            return
         atomic_write_bytes(self._checkpoint_dir / name, lambda tmp: torch.save(payload, tmp))
         previous = json.loads(self._progress_file.read_text()) if self._progress_file.is_file() else {"done": []}
         done = previous["done"] + [[planned.index, step]]
@@ -391,7 +409,9 @@ class Run:
         seed = self.phase_seed(planned.index, step)
         started = time.perf_counter()
         torch.manual_seed(seed)
-        result = stage.apply(self, step)
+        # Artefact stages (export, bench) run once, on rank 0: their files and timings are not per rank.
+        result = stage.apply(self, step) if stage.compresses or self.dist.is_main else StepResult()
+        self.dist.barrier()
         self._restores.append({"stage_index": planned.index, "step": step, "state": result.state})
         if stage.compresses:
             record = self._recover_and_record(planned, step, label, seed)
@@ -443,10 +463,16 @@ class Run:
             self.report["gates_config"] = gates.model_dump(mode="json")
             self.report["gates"] = [result.to_json() for result in evaluate_gates(self.report, gates)]
         self._write_report()
-        write_reports(self.workdir, self.report)
+        if self.dist.is_main:
+            write_reports(self.workdir, self.report)
 
     def _write_report(self) -> None:
-        atomic_write_json(self.workdir / "report.json", self.report)
+        self._write(self.workdir / "report.json", lambda tmp: tmp.write_text(json.dumps(self.report, indent=2) + "\n"))
+
+    def _write(self, path: Path, write: Callable[[Path], None]) -> None:
+        """Atomic writes, from rank 0 only: the other ranks hold the same state."""
+        if self.dist.is_main:
+            atomic_write_bytes(path, write)
 
 
 def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

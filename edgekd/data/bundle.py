@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 
 @dataclass
@@ -31,14 +31,22 @@ class DataBundle:
     def in_channels(self) -> int:
         return self.input_shape[0]
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0, indexed: bool = False) -> DataLoader:
+    def loader(
+        self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0, indexed: bool = False,
+        shard: tuple[int, int] = (0, 1),
+    ) -> DataLoader:
         """A loader whose shuffle order depends only on `seed`, so resumed runs see the same batches.
 
         `indexed` adds each sample's position in its split as a third item, the key of
-        per-sample caches (the teacher's logits)."""
+        per-sample caches (the teacher's logits). `shard=(rank, world_size)` gives a rank its
+        part of every epoch and of every `batch_size` batch (data-parallel training)."""
         dataset = getattr(self, split)
         if indexed:
             dataset = TensorDataset(*dataset.tensors, torch.arange(len(dataset)))
+        rank, world_size = shard
+        if world_size > 1:
+            sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+            return DataLoader(dataset, batch_size=max(1, batch_size // world_size), sampler=sampler)
         generator = torch.Generator().manual_seed(seed) if shuffle else None
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 

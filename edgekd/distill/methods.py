@@ -59,6 +59,8 @@ class Phase:
     student_input_taps: list[str] = field(default_factory=list)
     # The teacher's logits for every training sample, precomputed (see Run.teacher_logits).
     teacher_logits_cache: Callable[[], np.ndarray] | None = None
+    # What runs the student's forward pass in training: the student, or its DDP wrapper.
+    student_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def require_teacher(self, method: str) -> nn.Module:
         if self.teacher is None:
@@ -87,7 +89,8 @@ class Batch:
 
     @cached_property
     def student_logits(self) -> torch.Tensor:
-        return self.objective.phase.student(self.student_input)
+        phase = self.objective.phase
+        return (phase.student_forward or phase.student)(self.student_input)
 
     @cached_property
     def teacher_logits(self) -> torch.Tensor:

@@ -8,10 +8,11 @@ from typing import Callable
 import torch
 from rich.progress import Progress
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from edgekd.distill.config import TrainConfig
 from edgekd.distill.methods import Objective
+from edgekd.distributed import Distributed
 from edgekd.errors import EdgekdError
 
 
@@ -29,27 +30,39 @@ def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.opt
     return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, nesterov=opt.momentum > 0)
 
 
-def _check_finite(loss: torch.Tensor, description: str, epoch: int, batch: int) -> None:
-    if not math.isfinite(loss.item()):
+def _check_finite(value: float, description: str, epoch: int, batch: int) -> None:
+    if not math.isfinite(value):
         raise TrainingDiverged(
-            f"{description}: the loss became {loss.item()} in epoch {epoch}, batch {batch}. "
+            f"{description}: the loss became {value} in epoch {epoch}, batch {batch}. "
             "The student was not saved; the last good checkpoint is intact. "
             "Lower the learning rate (e.g. --set distill.lr=…) or set grad_clip."
         )
 
 
-def _pretrain(student: nn.Module, objective: Objective, loader: DataLoader, config: TrainConfig, device: torch.device, description: str) -> None:
-    """A warm-up on the terms' own losses (FitNets stage 1); parameters they don't reach keep no gradient and stay put."""
+def _pretrain(
+    student: nn.Module, objective: Objective, loader: DataLoader, config: TrainConfig, device: torch.device,
+    description: str, dist: Distributed,
+) -> None:
+    """A warm-up on the terms' own losses (FitNets stage 1); parameters they don't reach keep no gradient
+    and stay put (so no DDP wrapper here: gradients are averaged by hand)."""
     params = [p for p in student.parameters() if p.requires_grad] + objective.parameters()
     optimizer = make_optimizer(params, config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"weight_decay": 0.0})}))
     student.train()
     for epoch in range(1, objective.pretrain_epochs() + 1):
+        _start_epoch(loader, epoch)
         for batch, (x, y, *_) in enumerate(loader, 1):
             loss = objective.pretrain_loss(x.to(device), y.to(device))
-            _check_finite(loss, f"{description} (stage 1)", epoch, batch)
+            _check_finite(dist.mean(loss.item(), device), f"{description} (stage 1)", epoch, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            dist.average_gradients(params)
             optimizer.step()
+
+
+def _start_epoch(loader: DataLoader, epoch: int) -> None:
+    """A distributed sampler reshuffles per epoch only when told which epoch it is."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
 
 
 def fit(
@@ -65,6 +78,7 @@ def fit(
     stop_after_epoch: int | None = None,
     precision: str = "fp32",
     channels_last: bool = False,
+    dist: Distributed | None = None,
 ) -> list[float]:
     """Train `student` in place with `objective` for `config.epochs`; returns each epoch's mean loss.
 
@@ -72,12 +86,15 @@ def fit(
     early (an early-stopped teacher is the full run, cut short). The loader's seeded generator
     fixes the batch order. The objective is closed (hooks removed) however the loop ends.
     `precision` bf16/fp16 trains under autocast (fp16 with a gradient scaler); `channels_last`
-    moves the student and its inputs to NHWC."""
+    moves the student and its inputs to NHWC. With `dist` (several ranks) the student trains
+    inside a fresh DistributedDataParallel wrapper and the objective's own parts have their
+    gradients averaged by hand."""
+    dist = dist or Distributed()
     with objective:
         if config.epochs == 0:
             return []
         if objective.pretrain_epochs():
-            _pretrain(student, objective, loader, config, device, description)
+            _pretrain(student, objective, loader, config, device, description, dist)
         params = [p for p in student.parameters() if p.requires_grad] + objective.parameters()
         optimizer = make_optimizer(params, config)
         scheduler = (
@@ -94,15 +111,19 @@ def fit(
         autocast = torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32")
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         student.train()
+        objective.phase.student_forward = dist.wrap(student)
         for epoch in range(1, epochs + 1):
+            _start_epoch(loader, epoch)
             running = 0.0
             for batch, (x, y, *index) in enumerate(loader, 1):
                 x = x.to(device, non_blocking=True, memory_format=memory_format)
                 with autocast:
                     loss = objective(x, y.to(device, non_blocking=True), *index)
-                _check_finite(loss, description, epoch, batch)
+                value = dist.mean(loss.item(), device)
+                _check_finite(value, description, epoch, batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                dist.average_gradients(objective.parameters())
                 scaler.unscale_(optimizer)
                 if after_backward is not None:
                     after_backward(student)
@@ -112,10 +133,11 @@ def fit(
                 scaler.update()
                 if scheduler:
                     scheduler.step()
-                running += loss.item()
+                running += value
             epoch_losses.append(running / max(len(loader), 1))
             if progress and task is not None:
                 progress.update(task, advance=1, description=f"{description} loss {epoch_losses[-1]:.4f}")
+        objective.phase.student_forward = None
         student.to(memory_format=torch.contiguous_format).eval()
         objective.finish()
         return epoch_losses
