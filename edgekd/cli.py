@@ -18,6 +18,7 @@ from edgekd import api
 from edgekd.errors import EdgekdError, GateFailed
 from edgekd.gate import GateResult, render_gates, verdict_line
 from edgekd.bench.command import bench_command
+from edgekd.export.command import check_command, export_command
 from edgekd.gate_command import gate_command, report_command
 from edgekd.summary import print_summary
 
@@ -85,6 +86,8 @@ def validate(
 
 
 app.command("bench")(bench_command)
+app.command("check")(check_command)
+app.command("export")(export_command)
 app.command("gate")(gate_command)
 app.command("report")(report_command)
 

@@ -1,6 +1,7 @@
 """Models: built-ins, specs with arguments, user callables, checkpoint loading."""
 
 from edgekd.models import builtin  # noqa: F401  (registers the built-in models)
+from edgekd.models import vit  # noqa: F401  (registers vit_s)
 from edgekd.models.registry import models
 from edgekd.models.spec import build_model, load_state_dict_file, parse_spec
 

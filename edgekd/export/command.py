@@ -1,0 +1,77 @@
+"""The `edgekd check` and `edgekd export` commands (plain functions; the CLI registers them)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Callable
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgekd.errors import EdgekdError, InputError
+from edgekd.export.onnx_export import export_onnx
+from edgekd.export.trt_lint import Finding, lint_tensorrt
+from edgekd.models import build_model, load_state_dict_file
+from edgekd.registry import Registry
+
+targets: Registry[Callable[[Path], list[Finding]]] = Registry("check target")
+targets.register(lint_tensorrt, name="tensorrt")
+
+
+def check_command(
+    model: Annotated[Path, typer.Argument(help="ONNX file with QuantizeLinear/DequantizeLinear nodes.")],
+    target: Annotated[str, typer.Option(help="Deployment target whose rules to apply.")] = "tensorrt",
+) -> None:
+    """Check an int8 ONNX file against what a deployment target accepts; runs without the target.
+
+    Exit code 1 when errors are found, 0 when there are none (warnings only report).
+
+    Example:  edgekd check runs/demo/student.int8.onnx --target tensorrt
+    """
+    findings = targets.get(target)(model)
+    console = Console()
+    if not findings:
+        console.print(f"{model}: ready for {target} (no findings)", soft_wrap=True)
+        return
+    table = Table(title=f"{model} — {target}")
+    for column in ("severity", "rule", "node", "message"):
+        table.add_column(column, overflow="fold")
+    for finding in findings:
+        style = "red" if finding.severity == "error" else "yellow"
+        table.add_row(f"[{style}]{finding.severity}[/]", finding.rule, finding.node, finding.message)
+    console.print(table)
+    errors = sum(f.severity == "error" for f in findings)
+    if errors:
+        raise EdgekdError(f"{model}: {errors} error(s) that {target} rejects (and {len(findings) - errors} warning(s)); see the table above")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1x1x28x28' → (1, 1, 28, 28)."""
+    if not re.fullmatch(r"\d+(x\d+)+", text):
+        raise InputError(f"--input-shape {text!r}: expected sizes joined by x, e.g. 1x1x28x28 (batch x channels x height x width)")
+    return tuple(int(size) for size in text.split("x"))
+
+
+def export_command(
+    model: Annotated[str, typer.Option("--model", help="Model spec, e.g. 'resnet_s(width=16)'.")],
+    weights: Annotated[Path, typer.Option(help="state_dict file (torch.save(model.state_dict(), path)).")],
+    input_shape: Annotated[str, typer.Option(help="Example input shape, e.g. 1x1x28x28.")],
+    output: Annotated[Path, typer.Option(help="ONNX file to write.")] = Path("model.onnx"),
+    num_classes: Annotated[int, typer.Option(help="Classes the model predicts.")] = 10,
+    opset: Annotated[int, typer.Option(min=13, max=21, help="ONNX opset.")] = 17,
+    dynamic_batch: Annotated[bool, typer.Option(help="Leave the batch axis dynamic.")] = True,
+) -> None:
+    """Export a float model from a spec and a state_dict to a checked ONNX file.
+
+    (Quantized students are exported by a recipe's export stage, which knows their qat settings.)
+
+    Example:  edgekd export --model 'resnet_s(width=16)' --weights student.pt --input-shape 1x1x28x28 --output student.onnx
+    """
+    shape = parse_shape(input_shape)
+    net = build_model(model, in_channels=shape[1], num_classes=num_classes)
+    load_state_dict_file(net, weights)
+    exporter = export_onnx(net.eval(), output, torch.zeros(shape), opset=opset, dynamic_batch=dynamic_batch)
+    Console().print(f"wrote {output} ({output.stat().st_size:,} bytes, {exporter} exporter, opset {opset})")

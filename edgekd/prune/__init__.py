@@ -1,0 +1,24 @@
+"""Structured pruning with torch-pruning: targets reached by measurement, importance
+criteria, ignored layers, sparse training, pruned structures saved as data, and
+the `prune` stage (registered on import)."""
+
+from edgekd.prune import stage  # noqa: F401  (registers the prune stage)
+from edgekd.prune.config import PruneConfig, SparsityConfig
+from edgekd.prune.importances import Criterion, importances
+from edgekd.prune.pruner import ChannelPruner, aim_for_step
+from edgekd.prune.stage import PruneStage
+from edgekd.prune.structure import apply_structure, capture_structure, load_pruned, save_pruned
+
+__all__ = [
+    "ChannelPruner",
+    "Criterion",
+    "PruneConfig",
+    "PruneStage",
+    "SparsityConfig",
+    "aim_for_step",
+    "apply_structure",
+    "capture_structure",
+    "importances",
+    "load_pruned",
+    "save_pruned",
+]

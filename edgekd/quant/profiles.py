@@ -1,0 +1,71 @@
+"""Target profiles: where a deployment runtime wants Q/DQ nodes and in which types.
+
+A profile is data, not code: the one placement pass (`edgekd.quant.graph`) and the
+one ONNX finishing pass (`edgekd.export.qdq`) read these fields.
+
+>>> profiles.get("ort-x86").activation_dtype
+'uint8'
+>>> profiles.get("tensorrt").fold_batchnorm
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from edgekd.registry import Registry
+
+
+@dataclass(frozen=True)
+class QuantProfile:
+    """How a target runs int8. Weights are always int8, symmetric, per output channel
+    (axis 0; axis 1 for ConvTranspose, whose weight is laid out (in, out, …))."""
+
+    name: str
+    description: str
+    # Activations: int8 is symmetric (zero point 0); uint8 is asymmetric.
+    activation_dtype: Literal["int8", "uint8"]
+    # Fold BatchNorm into the preceding conv before quantizing (the runtime would fold it anyway).
+    fold_batchnorm: bool
+    # True: every tensor is requantized — op outputs (after a fused ReLU), Add inputs and output,
+    # pooling input and output — so the runtime can run whole chains in integers.
+    # False: Q/DQ only on the inputs of Conv/Gemm/MatMul and on the residual input of Add.
+    requantize_outputs: bool
+    # Store biases as int32 with scale = input scale × weight scale (what integer kernels consume).
+    int32_bias: bool
+    # Regular convs reading at most this many channels (the image stem) stay float; 0 quantizes all.
+    float_stem_channels: int = 0
+
+
+profiles: Registry[QuantProfile] = Registry("quantization profile")
+
+profiles.register(
+    QuantProfile(
+        name="tensorrt",
+        description="TensorRT explicit quantization: symmetric int8 everywhere, BatchNorm left for TensorRT to fuse",
+        activation_dtype="int8",
+        fold_batchnorm=False,
+        requantize_outputs=False,
+        int32_bias=False,
+    ),
+    name="tensorrt",
+)
+
+profiles.register(
+    QuantProfile(
+        name="ort-x86",
+        description=(
+            "ONNX Runtime CPU (x86): BatchNorm folded, uint8 activations with int8 per-channel weights, "
+            "every tensor requantized so Conv/Add/pool/Gemm fuse into QLinear* kernels"
+        ),
+        activation_dtype="uint8",
+        fold_batchnorm=True,
+        requantize_outputs=True,
+        int32_bias=True,
+        # ORT's int8 conv is ~10× slower than its float conv on a 1-channel 3×3 stem (dot products of
+        # length 9 suit no int8 GEMM kernel); measured on resnet_s: 7% faster end to end at batch 64.
+        float_stem_channels=3,
+    ),
+    name="ort-x86",
+)
