@@ -19,6 +19,7 @@ import edgekd.export  # noqa: F401
 import edgekd.prune  # noqa: F401
 import edgekd.quant  # noqa: F401
 from edgekd.recipe import Recipe, load_recipe
+from edgekd.run import Run
 from edgekd.run import compress as run_recipe
 
 
@@ -45,6 +46,20 @@ def compress(
         assignments = [*set, *(f"{key}={_yaml_value(value)}" for key, value in overrides.items())]
         recipe = load_recipe(source, assignments)
     return run_recipe(recipe, resume=resume, quiet=quiet, console=console)
+
+
+def export_run(workdir: str | Path, *, opset: int = 17, dynamic_batch: bool = True, console: Console | None = None) -> dict[str, Any]:
+    """Re-export the latest student of a run folder (its recipe and checkpoints rebuild it exactly)."""
+    import json
+
+    from edgekd.errors import InputError
+    from edgekd.export.stage import ExportConfig
+
+    recipe_file = Path(workdir) / "recipe.json"
+    if not recipe_file.is_file():
+        raise InputError(f"{str(workdir)!r} is not an edgekd run folder: {recipe_file.name} is missing (run edgekd compress first)")
+    recipe = load_recipe(json.loads(recipe_file.read_text()), [f"workdir={json.dumps(str(workdir))}"])
+    return Run(recipe, console=console).export_latest(ExportConfig(opset=opset, dynamic_batch=dynamic_batch))
 
 
 def launch_distributed(nproc: int, arguments: list[str]) -> int:

@@ -274,6 +274,17 @@ class Run:
             self.dist.close()
         return self.report
 
+    def export_latest(self, config: Any) -> dict[str, Any]:
+        """Rebuild the student of the last finished step and export it (see `edgekd export RUN`)."""
+        from edgekd.export.stage import ExportStage
+
+        with workdir_lock(self.workdir), self._progress():
+            self.prepare()
+            if not self._progress_file.is_file():
+                raise InputError(f"{str(self.workdir)!r} has no finished step to export yet")
+            self._resume()
+            return ExportStage(config, len(self.recipe.plan)).apply(self, 1).report
+
     @contextmanager
     def _progress(self) -> Iterator[None]:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"), TimeElapsedColumn())
@@ -346,6 +357,7 @@ class Run:
             self._progress_file.unlink(missing_ok=True)
             for old in self._checkpoint_dir.glob("*.pt"):
                 old.unlink()
+        self._write(self.workdir / "recipe.json", lambda tmp: tmp.write_text(json.dumps(self.recipe.model_dump(mode="json"), indent=2)))
         self.student = self._initial_student()
         self._restores: list[dict[str, Any]] = []
         self._report_updates: dict[str, Any] = {}

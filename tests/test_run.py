@@ -131,3 +131,28 @@ def test_cli_runtime_failure_exits_1_without_traceback(tmp_path, make_recipe):
 def test_run_helpers_are_deterministic(make_recipe):
     run = Run(load_recipe(make_recipe()), quiet=True)
     assert run.phase_seed(1, 2) == run.phase_seed(1, 2) != run.phase_seed(2, 1)
+
+
+def test_export_rebuilds_a_pruned_quantized_student_from_its_run_folder(make_recipe, capsys):
+    stages = [
+        {"prune": {"target_macs": 0.5, "steps": 1, "round_to": 2}, "recover": {"epochs": 1}},
+        {"qat": {"profile": "ort-x86", "calibration_batches": 2}, "recover": {"epochs": 1, "lr": 0.001}},
+        {"export": {"opset": 17}},
+    ]
+    report = edgekd.compress(make_recipe(student="teacher", stages=stages), quiet=True)
+    workdir = Path(report["workdir"])
+    for kind in ("fp32", "int8"):
+        (workdir / report["student"]["onnx"][kind]["path"]).unlink()
+    from edgekd.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(workdir)])
+    assert exit_info.value.code == 0
+    output = " ".join(capsys.readouterr().out.split())
+    for kind in ("fp32", "int8"):
+        entry = report["student"]["onnx"][kind]
+        assert (workdir / entry["path"]).is_file()
+        assert f"ONNX Runtime test accuracy {entry['accuracy']:.2%}" in output
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(workdir / "nope")])
+    assert exit_info.value.code == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Callable, Optional
 
 import torch
 import typer
@@ -56,20 +56,32 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def export_command(
-    model: Annotated[str, typer.Option("--model", help="Model spec, e.g. 'resnet_s(width=16)'.")],
-    weights: Annotated[Path, typer.Option(help="state_dict file (torch.save(model.state_dict(), path)).")],
-    input_shape: Annotated[str, typer.Option(help="Example input shape, e.g. 1x1x28x28.")],
-    output: Annotated[Path, typer.Option(help="ONNX file to write.")] = Path("model.onnx"),
+    run: Annotated[Optional[Path], typer.Argument(help="A run folder (edgekd compress's workdir): export its latest student.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model spec, e.g. 'resnet_s(width=16)' (without a run folder).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="state_dict file (torch.save(model.state_dict(), path)).")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="Example input shape, e.g. 1x1x28x28.")] = None,
+    output: Annotated[Path, typer.Option(help="ONNX file to write (without a run folder).")] = Path("model.onnx"),
     num_classes: Annotated[int, typer.Option(help="Classes the model predicts.")] = 10,
     opset: Annotated[int, typer.Option(min=13, max=21, help="ONNX opset.")] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="Leave the batch axis dynamic.")] = True,
 ) -> None:
-    """Export a float model from a spec and a state_dict to a checked ONNX file.
+    """Export a student to checked ONNX files: the latest checkpoint of a run (pruned and
+    quantized students included: teacher.onnx, student.onnx, student.int8.onnx in the run
+    folder, each checked against PyTorch and evaluated in ONNX Runtime), or a float model
+    from a spec and a state_dict.
 
-    (Quantized students are exported by a recipe's export stage, which knows their qat settings.)
-
+    Example:  edgekd export runs/quickstart --opset 17
     Example:  edgekd export --model 'resnet_s(width=16)' --weights student.pt --input-shape 1x1x28x28 --output student.onnx
     """
+    if run is not None:
+        from edgekd.api import export_run
+
+        files = export_run(run, opset=opset, dynamic_batch=dynamic_batch)
+        for kind, entry in files["student"]["onnx"].items():
+            Console().print(f"{kind}: {run / entry['path']} — ONNX Runtime test accuracy {entry['accuracy']:.2%}, {entry['size_bytes']:,} bytes")
+        return
+    if model is None or weights is None or input_shape is None:
+        raise InputError("give a run folder (edgekd export runs/x), or --model, --weights and --input-shape together")
     shape = parse_shape(input_shape)
     net = build_model(model, in_channels=shape[1], num_classes=num_classes)
     load_state_dict_file(net, weights)
