@@ -16,15 +16,22 @@ def test_quickstart_recipe_through_the_cli(tmp_path):
     workdir = tmp_path / "quickstart"
     command = [
         sys.executable, "-m", "edgekd", "compress", str(ROOT / "recipes" / "quickstart.yaml"),
-        "--workdir", str(workdir), "--set", "teacher.train.epochs=4", "--set", "stages[0].distill.epochs=4",
+        "--workdir", str(workdir), "--set", "teacher.train.epochs=8", "--set", "stages[0].recover.epochs=2",
+        "--set", "stages[1].recover.epochs=1", "--set", "stages[3].bench.min_duration_s=0.2",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for column in ("model", "accuracy", "MACs", "parameters", "size"):
         assert column in result.stdout
     report = json.loads((workdir / "report.json").read_text())
-    assert report["complete"] and report["student"]["accuracy"] > 0.7
-    assert report["teacher"]["macs"] > 4 * report["student"]["macs"]
+    assert report["complete"] and report["student"]["accuracy"] > 0.8
+    assert report["teacher"]["macs"] > 3 * report["student"]["macs"]
+    assert [s["stage"] for s in report["steps"]] == ["prune", "prune", "prune", "qat"]
+    int8 = report["student"]["onnx"]["int8"]
+    assert (workdir / int8["path"]).is_file() and int8["accuracy"] > 0.8
+    assert report["latency"]["speedup"]["64"]["ratio"] > 1
+    assert all(gate["passed"] for gate in report["gates"]) and "all 3 gates passed" in result.stdout
+    assert (workdir / "report.html").is_file()
 
 
 def test_help_of_every_command_has_an_example():
