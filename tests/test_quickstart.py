@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from tests.test_report import CHROMIUM, IMG_TAG, chromium
 
 ROOT = Path(__file__).parent.parent
 
@@ -31,7 +34,21 @@ def test_quickstart_recipe_through_the_cli(tmp_path):
     assert (workdir / int8["path"]).is_file() and int8["accuracy"] > 0.8
     assert report["latency"]["speedup"]["64"]["ratio"] > 1
     assert all(gate["passed"] for gate in report["gates"]) and "all 3 gates passed" in result.stdout
-    assert (workdir / "report.html").is_file()
+    assert_report_renders(workdir / "report.html", tmp_path)
+
+
+def assert_report_renders(html_path: Path, tmp_path: Path) -> None:
+    """The real run's report.html opened in headless Chromium: every plot embedded, and drawn."""
+    html = html_path.read_text()
+    assert html.count(IMG_TAG) == 3 and "http" not in html.replace("http://www.w3.org", "")
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (CI installs it: apt-get install -y chromium)")
+    dom = chromium(html_path, tmp_path / "profile-dom", "--dump-dom").stdout
+    assert "edgekd report · quickstart" in dom and dom.count(IMG_TAG) == 3
+    shot = tmp_path / "shot.png"
+    chromium(html_path, tmp_path / "profile-shot", f"--screenshot={shot}")
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 500
 
 
 def test_help_of_every_command_has_an_example():
