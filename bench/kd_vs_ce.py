@@ -20,12 +20,12 @@ TEACHER = "resnet_s(depth=8, width=16)"
 STUDENT = "cnn(width=12)"
 
 
-def recipe(workdir: Path, seed: int, alpha: float, epochs: int, teacher: dict, stages: list | None = None) -> dict:
+def recipe(workdir: Path, seed: int, alpha: float, epochs: int, teacher: dict, stages: list | None = None, limit: int | None = None) -> dict:
     return {
         "name": "kd-vs-ce",
         "seed": seed,
         "workdir": str(workdir),
-        "data": {"dataset": "fashion-mnist", "batch_size": 128},
+        "data": {"dataset": "fashion-mnist", "batch_size": 128, "limit": limit},
         "teacher": teacher,
         "student": STUDENT,
         "distill": {"alpha": alpha, "temperature": 4.0, "epochs": epochs, "lr": 0.05},
@@ -38,19 +38,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--limit", type=int, help="train the students on this many training images (the teacher on all)")
+    parser.add_argument("--teacher-checkpoint", type=Path, help="a trained teacher state_dict to reuse")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-kd-vs-ce"))
     args = parser.parse_args()
 
-    teacher_run = edgekd.compress(
-        recipe(args.workdir / "teacher", 0, 0.0, 0, {"model": TEACHER, "train": {"epochs": args.teacher_epochs, "lr": 0.1}}, []),
-        quiet=True,
-    )
-    checkpoint = next((args.workdir / "teacher").glob("teacher-*.pt"))
+    trained = {"model": TEACHER, "train": {"epochs": args.teacher_epochs, "lr": 0.1}}
+    if args.teacher_checkpoint:
+        trained = {"model": TEACHER, "checkpoint": str(args.teacher_checkpoint)}
+    teacher_run = edgekd.compress(recipe(args.workdir / "teacher", 0, 0.0, 0, trained, []), quiet=True)
+    checkpoint = args.teacher_checkpoint or next((args.workdir / "teacher").glob("teacher-*.pt"))
     teacher = {"model": TEACHER, "checkpoint": str(checkpoint)}
     results: dict[str, dict[str, list[float]]] = {}
     for label, alpha in (("CE only (α=0)", 0.0), ("distillation (α=0.9, T=4)", 0.9)):
         for seed in range(args.seeds):
-            report = edgekd.compress(recipe(args.workdir / f"a{alpha}-s{seed}", seed, alpha, args.epochs, teacher), quiet=True)
+            report = edgekd.compress(recipe(args.workdir / f"a{alpha}-s{seed}", seed, alpha, args.epochs, teacher, limit=args.limit), quiet=True)
             step = report["steps"][-1]
             entry = results.setdefault(label, {"accuracy": [], "epoch_seconds": []})
             entry["accuracy"].append(step["accuracy"])
@@ -61,7 +63,8 @@ def main() -> None:
         f"| {label} | {mean_std(r['accuracy'])} | {statistics.mean(r['epoch_seconds']):.1f} |"
         for label, r in results.items()
     ]
-    body = f"""Machine: {machine()}. Date: {stamp()}. Command: `python bench/kd_vs_ce.py` (seeds {args.seeds}, student epochs {args.epochs}).
+    body = f"""Machine: {machine()}. Date: {stamp()}. Command: `python bench/kd_vs_ce.py --seeds {args.seeds} --epochs {args.epochs} --limit {args.limit}` (teacher: {checkpoint.name}, trained {args.teacher_epochs} epochs on all 54,000 training images).
+Students trained on {args.limit or 54000:,} training images; test accuracy on the 10,000 test images.
 
 Teacher `{TEACHER}` ({teacher_run['teacher']['macs']:,} MACs, {args.teacher_epochs} epochs): test accuracy {teacher_run['teacher']['accuracy']:.2%}.
 Student `{STUDENT}` ({report['student']['macs']:,} MACs, {teacher_run['teacher']['macs'] / report['student']['macs']:.1f}× fewer), SGD lr 0.05 cosine, batch 128.
