@@ -45,12 +45,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--teacher-epochs", type=int, default=6)
+    parser.add_argument("--teacher-checkpoint", type=Path, help="a trained teacher state_dict to reuse")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-recovery-cost"))
     args = parser.parse_args()
 
-    trained = {"model": TEACHER, "train": {"epochs": args.teacher_epochs, "lr": 0.1}}
-    edgekd.compress({**recipe(args, "teacher", trained, 0.0, True), "stages": []}, quiet=True)
-    teacher = {"model": TEACHER, "checkpoint": str(next((args.workdir / "teacher").glob("teacher-*.pt")))}
+    if args.teacher_checkpoint:
+        teacher = {"model": TEACHER, "checkpoint": str(args.teacher_checkpoint)}
+    else:
+        trained = {"model": TEACHER, "train": {"epochs": args.teacher_epochs, "lr": 0.1}}
+        edgekd.compress({**recipe(args, "teacher", trained, 0.0, True), "stages": []}, quiet=True)
+        teacher = {"model": TEACHER, "checkpoint": str(next((args.workdir / "teacher").glob("teacher-*.pt")))}
 
     rows, reports = [], {}
     for label, alpha, cache in (("CE only (α=0)", 0.0, True), ("distillation, live teacher", 0.9, False), ("distillation, cached teacher logits", 0.9, True)):
@@ -79,7 +83,7 @@ def main() -> None:
     )
     body = f"""Machine: {machine()}. Date: {stamp()}. Command: `python bench/recovery_cost.py --epochs {args.epochs}`.
 
-Teacher `{TEACHER}` ({args.teacher_epochs} epochs, {single['teacher']['accuracy']:.2%}), pruned in one step to {rows[0][3]:,} MACs
+Teacher `{TEACHER}` ({single['teacher']['accuracy']:.2%}), pruned in one step to {rows[0][3]:,} MACs
 ({rows[0][3] / single['teacher']['macs']:.0%} of the teacher's), then recovered for {args.epochs} epochs (SGD lr 0.01, batch 128).
 Seconds per recovery epoch exclude evaluation; the cached variant's one-off cost of computing the logits is in its first phase.
 
