@@ -171,6 +171,8 @@ class Run:
             shard=(self.dist.rank, self.dist.world_size),
         )
         objective = Objective(phase, next(iter(loader))[0][:8].to(self.device))
+        if cache is not None and phase.teacher_taps:
+            self.console.print(f"{description}: the teacher runs live (not from its logit cache): a method reads teacher features")
         return fit(model, objective, loader, config, device=self.device, description=description,
                    progress=self.progress, after_backward=after_backward, stop_after_epoch=stop_after_epoch,
                    precision=runtime.precision, channels_last=runtime.channels_last, dist=self.dist)

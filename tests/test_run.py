@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 import edgekd
@@ -156,3 +158,29 @@ def test_export_rebuilds_a_pruned_quantized_student_from_its_run_folder(make_rec
     with pytest.raises(SystemExit) as exit_info:
         main(["export", str(workdir / "nope")])
     assert exit_info.value.code == 2
+
+
+def test_cached_teacher_logits_match_the_live_teacher(make_recipe):
+    from edgekd.distill import Batch, DistillConfig, Objective, Phase
+
+    run = Run(load_recipe(make_recipe()), quiet=True)
+    run.prepare()
+    logits = run.teacher_logits()
+    assert logits.dtype.name == "float16" and logits.shape == (len(run.data.train), run.data.num_classes)
+    assert len(list(run.workdir.glob("teacher-logits-*.npy"))) == 1
+    x, y = run.data.train.tensors[0][:64], run.data.train.tensors[1][:64]
+    phase = Phase(DistillConfig(), run.teacher, run.teacher, run.device, teacher_logits_cache=run.teacher_logits)
+    with Objective(phase, x[:4]) as objective:
+        cached = Batch(objective, x, y, torch.arange(64)).teacher_logits
+        live = Batch(objective, x, y).teacher_logits
+    assert torch.allclose(cached, live, atol=2e-2)
+    again = Run(load_recipe(make_recipe()), quiet=True)
+    again.prepare()
+    assert np.array_equal(again.teacher_logits(), logits)  # reused from the workdir, not recomputed
+
+
+def test_bf16_autocast_and_channels_last_train_a_student(make_recipe):
+    report = edgekd.compress(make_recipe(runtime={"precision": "bf16", "channels_last": True}, student="cnn(width=8)",
+                                         stages=[{"distill": {"epochs": 3}}]), quiet=True)
+    (step,) = report["steps"]
+    assert step["accuracy"] > step["accuracy_before_recovery"] and step["accuracy"] > 0.5
