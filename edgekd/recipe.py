@@ -103,9 +103,12 @@ class Recipe(StrictModel):
     def workdir_path(self) -> Path:
         return Path(self.workdir or f"runs/{self.name}")
 
-    def fingerprint(self) -> str:
-        """A hash of everything that decides the results; resume refuses a changed recipe."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"workdir", "gates", "runtime"}), sort_keys=True)
+    def fingerprint(self, stages: int | None = None) -> str:
+        """A hash of everything that decides the results — of the first `stages` stages, if given.
+        Resume compares the prefix that has finished steps, so a finished run can be extended."""
+        settings = self.model_dump(mode="json", exclude={"workdir", "gates", "runtime"})
+        settings["stages"] = settings["stages"][:stages]
+        canonical = json.dumps(settings, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -359,24 +359,31 @@ class Run:
             self._progress_file.unlink(missing_ok=True)
             for old in self._checkpoint_dir.glob("*.pt"):
                 old.unlink()
-        self._write(self.workdir / "recipe.json", lambda tmp: tmp.write_text(json.dumps(self.recipe.model_dump(mode="json"), indent=2)))
+        self._write_recipe()
         self.student = self._initial_student()
         self._restores: list[dict[str, Any]] = []
         self._report_updates: dict[str, Any] = {}
         self._write_report()
         return set()
 
+    def _write_recipe(self) -> None:
+        """recipe.json is what `edgekd export RUN` rebuilds the student from: always the recipe that ran last."""
+        self._write(self.workdir / "recipe.json", lambda tmp: tmp.write_text(json.dumps(self.recipe.model_dump(mode="json"), indent=2)))
+
     def _resume(self) -> set[tuple[int, int]]:
         if not self._progress_file.is_file():
             self.console.print(f"resume: no finished step in {self.workdir}; starting from the beginning")
             return self._start_fresh()
         progress = json.loads(self._progress_file.read_text())
-        if progress.get("recipe_hash") != self.recipe.fingerprint():
+        finished_stages = 1 + max(index for index, _ in progress["done"])
+        if progress.get("stage_hashes", [])[finished_stages - 1 : finished_stages] != [self.recipe.fingerprint(finished_stages)]:
             raise InputError(
-                f"resume: the recipe changed since the run in {str(self.workdir)!r} started "
-                "(its settings hash differs), so its checkpoints cannot continue it. "
+                f"resume: the recipe changed since the run in {str(self.workdir)!r} started: its top-level settings "
+                f"or its first {finished_stages} stage(s), which have finished steps, hash differently, so its "
+                "checkpoints cannot continue it (stages may only be appended). "
                 "Run without --resume to start over, or use another workdir."
             )
+        self._write_recipe()
         checkpoint_path = self._checkpoint_dir / progress["checkpoint"]
         try:
             saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
@@ -411,7 +418,8 @@ class Run:
         atomic_write_bytes(self._checkpoint_dir / name, lambda tmp: torch.save(payload, tmp))
         previous = json.loads(self._progress_file.read_text()) if self._progress_file.is_file() else {"done": []}
         done = previous["done"] + [[planned.index, step]]
-        atomic_write_json(self._progress_file, {"recipe_hash": self.recipe.fingerprint(), "checkpoint": name, "done": done})
+        stage_hashes = [self.recipe.fingerprint(count) for count in range(1, len(self.recipe.plan) + 1)]
+        atomic_write_json(self._progress_file, {"recipe_hash": self.recipe.fingerprint(), "stage_hashes": stage_hashes, "checkpoint": name, "done": done})
         stale = previous.get("checkpoint")
         if stale and stale != name:
             (self._checkpoint_dir / stale).unlink(missing_ok=True)

@@ -97,6 +97,20 @@ def test_resume_refuses_a_changed_recipe(make_recipe):
         edgekd.compress(recipe, set=["distill.temperature=2"], resume=True, quiet=True)
 
 
+def test_a_finished_run_extended_with_stages_resumes_and_matches_a_fresh_run(tmp_path, make_recipe, capsys):
+    first, both = [{"distill": {"epochs": 1}}], [{"distill": {"epochs": 1}}, {"distill": {"epochs": 2, "alpha": 0.5}}]
+    short = edgekd.compress(make_recipe(str(tmp_path / "extended"), stages=first), quiet=True)
+    extended = edgekd.compress(make_recipe(str(tmp_path / "extended"), stages=both), resume=True, console=None)
+    assert "resume: 1 finished step(s) restored" in capsys.readouterr().out
+    assert comparable(extended)[0] == comparable(short)[0]
+    fresh = edgekd.compress(make_recipe(str(tmp_path / "fresh"), stages=both), quiet=True)
+    assert comparable(extended) == comparable(fresh)
+    saved = json.loads((tmp_path / "extended" / "recipe.json").read_text())
+    assert len(saved["stages"]) == 2  # `edgekd export RUN` rebuilds from the recipe that ran last
+    with pytest.raises(InputError, match="first 2 stage"):
+        edgekd.compress(make_recipe(str(tmp_path / "extended"), stages=[first[0], {"distill": {"epochs": 3}}]), resume=True, quiet=True)
+
+
 def test_a_second_run_on_the_same_workdir_is_refused(tmp_path):
     with workdir_lock(tmp_path):
         with pytest.raises(InputError, match="in use by another edgekd run"):
