@@ -27,13 +27,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import edgekd
 import edgekd.export  # noqa: F401  (registers the export stage)
 import edgekd.quant  # noqa: F401  (registers the qat stage)
-from common import machine, stamp
+from common import machine, ort_quantize_static, stamp
 from edgekd.data import DataBundle, load_data
 from edgekd.export.runtime import optimized_op_counts, run, session
 from edgekd.recipe import load_recipe
@@ -66,26 +64,12 @@ def qat_stages(epochs: int) -> list:
     ]
 
 
-class Batches(CalibrationDataReader):
-    def __init__(self, images: list[np.ndarray]):
-        self.items = iter([{"input": x} for x in images])
-
-    def get_next(self) -> dict | None:
-        return next(self.items, None)
-
-
 def ort_static(fp32: Path, target: Path, qat_recipe: dict) -> None:
     """ONNX Runtime's own quantizer on the calibration batches our qat stage used (same loader, same seed)."""
     seed = Run(load_recipe(qat_recipe)).phase_seed(0, 1)
     data = load_data("fashion-mnist", seed=0)
     loader = data.loader("train", BATCH_SIZE, shuffle=True, seed=seed)
-    images = [x.numpy() for x, _ in islice(loader, CALIBRATION_BATCHES)]
-    prepared = target.with_name("student.preprocessed.onnx")
-    quant_pre_process(str(fp32), str(prepared))
-    quantize_static(
-        str(prepared), str(target), Batches(images), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-    )
+    ort_quantize_static(fp32, target, [x.numpy() for x, _ in islice(loader, CALIBRATION_BATCHES)])
 
 
 def latencies(paths: dict[str, Path], batch: int, seconds: float) -> dict[str, float]:

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from edgekd.api import compress, validate  # noqa: E402
+from edgekd.api import compress, export_run, validate  # noqa: E402
 
-__all__ = ["__version__", "compress", "validate"]
+__all__ = ["__version__", "compress", "export_run", "validate"]
