@@ -118,6 +118,13 @@ def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
     }
 
 
+def head_groups(model: nn.Module) -> dict[nn.Module, int]:
+    """torch's nn.MultiheadAttention modules and their head counts: their embedding channels come in that
+    many groups, so torch-pruning removes the same dimensions from every head and the width stays a
+    multiple of the head count (timm-style attention goes through `attention_heads` instead)."""
+    return {module: module.num_heads for module in model.modules() if isinstance(module, nn.MultiheadAttention)}
+
+
 def sync_attention(model: nn.Module, heads: dict[nn.Module, int]) -> None:
     """After pruning, make each attention module's forward read the new head layout."""
     for module in model.modules():

@@ -31,6 +31,7 @@ from edgekd.prune.graph import (
     WEIGHTED_LAYERS,
     attention_heads,
     check_traced,
+    head_groups,
     ignored_modules,
     output_width,
     probe,
@@ -85,8 +86,8 @@ class ChannelPruner:
             round_to=self.config.round_to,
             # Fresh dicts: torch-pruning mutates these and its defaults are shared between pruners.
             num_heads=attention_heads(self.model),
-            in_channel_groups={},
-            out_channel_groups={},
+            in_channel_groups=head_groups(self.model),
+            out_channel_groups=head_groups(self.model),
         )
         with tracing(self.model), warnings.catch_warnings():
             # Unwrapped parameters (a ViT's position embedding) are pruned along their last dimension, as wanted.
@@ -98,7 +99,8 @@ class ChannelPruner:
                         reg=regularization, **settings,
                     )
                 return tp.pruner.BasePruner(self.model, self.example_input, importance=self.criterion.build(), **settings)
-            except (RuntimeError, AssertionError, KeyError, TypeError, ValueError) as exc:
+            # ArithmeticError: its reshape index mapping divides by zero on a channel shuffle (view to 5-D and back).
+            except (RuntimeError, AssertionError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 raise InputError(f"torch-pruning cannot trace {type(self.model).__name__}: {type(exc).__name__}: {exc}") from None
 
     def regularize(self, model: nn.Module) -> None:

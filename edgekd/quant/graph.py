@@ -243,8 +243,11 @@ def insert_fake_quant(
     traced = trace(model)
     if profile.fold_batchnorm:
         traced = fold_batchnorm(traced)
+    # Only layers the graph calls: one inside a module fx keeps whole (nn.MultiheadAttention's out_proj)
+    # is read by its parent as `.weight`, which a QuantLayer does not have — it stays float.
+    called = {str(node.target) for node in traced.graph.nodes if node.op == "call_module"}
     for name, module in list(traced.named_modules()):
-        if isinstance(module, WEIGHTED_LAYERS) and not is_float_stem(module, profile):
+        if name in called and isinstance(module, WEIGHTED_LAYERS) and not is_float_stem(module, profile):
             traced.set_submodule(name, QuantLayer.from_float(module, learnable=learnable_scales))
 
     def make_quantizer() -> FakeQuantize:
