@@ -30,6 +30,21 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values) * 100:.2f} ± {spread * 100:.2f}"
 
 
+def over_seeds(label: str, recipes: list[dict], epochs: int) -> tuple[str, dict]:
+    """Run one recipe per seed; the results-table row (final test accuracy mean ± std, seconds per
+    training epoch) and the last run's report."""
+    import edgekd
+
+    accuracies, epoch_seconds = [], []
+    for seed, recipe in enumerate(recipes):
+        report = edgekd.compress(recipe, quiet=True)
+        step = report["steps"][-1]
+        accuracies.append(step["accuracy"])
+        epoch_seconds.append(step["recovery_seconds"] / epochs)
+        print(f"{label} seed {seed}: {step['accuracy']:.4f} ({epoch_seconds[-1]:.1f} s/epoch)", flush=True)
+    return f"| {label} | {mean_std(accuracies)} | {statistics.mean(epoch_seconds):.1f} |", report
+
+
 def replace_section(title: str, body: str) -> None:
     """Replace (or append) the `## title` section of bench/RESULTS.md."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"

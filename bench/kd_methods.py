@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 from pathlib import Path
 
 import edgekd
-from common import machine, mean_std, replace_section, stamp
+from common import machine, over_seeds, replace_section, stamp
 
 TEACHER = "resnet_s(depth=8, width=16)"
 STUDENT = "cnn(width=8)"
@@ -71,14 +70,7 @@ def main() -> None:
     teacher = {"model": TEACHER, "checkpoint": str(checkpoint)}
     rows = []
     for label, method in METHODS.items():
-        accuracies, epoch_seconds = [], []
-        for seed in range(args.seeds):
-            report = edgekd.compress(recipe(args, label, method, seed, teacher), quiet=True)
-            step = report["steps"][-1]
-            accuracies.append(step["accuracy"])
-            epoch_seconds.append(step["recovery_seconds"] / args.epochs)
-            print(f"{label} seed {seed}: {step['accuracy']:.4f} ({epoch_seconds[-1]:.1f} s/epoch)", flush=True)
-        rows.append(f"| {label} | {mean_std(accuracies)} | {statistics.mean(epoch_seconds):.1f} |")
+        rows.append(over_seeds(label, [recipe(args, label, method, seed, teacher) for seed in range(args.seeds)], args.epochs)[0])
 
     body = f"""Machine: {machine()}. Date: {stamp()}. Command: `python bench/kd_methods.py --seeds {args.seeds} --epochs {args.epochs} --limit {args.limit}`.
 

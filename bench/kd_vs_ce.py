@@ -10,11 +10,10 @@ accuracy mean ± std over three seeds and the epoch time of each.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import edgekd
-from common import machine, mean_std, replace_section, stamp
+from common import machine, over_seeds, replace_section, stamp
 
 TEACHER = "resnet_s(depth=8, width=16)"
 STUDENT = "cnn(width=12)"
@@ -49,20 +48,12 @@ def main() -> None:
     teacher_run = edgekd.compress(recipe(args.workdir / "teacher", 0, 0.0, 0, trained, []), quiet=True)
     checkpoint = args.teacher_checkpoint or next((args.workdir / "teacher").glob("teacher-*.pt"))
     teacher = {"model": TEACHER, "checkpoint": str(checkpoint)}
-    results: dict[str, dict[str, list[float]]] = {}
+    rows = []
     for label, alpha in (("CE only (α=0)", 0.0), ("distillation (α=0.9, T=4)", 0.9)):
-        for seed in range(args.seeds):
-            report = edgekd.compress(recipe(args.workdir / f"a{alpha}-s{seed}", seed, alpha, args.epochs, teacher, limit=args.limit), quiet=True)
-            step = report["steps"][-1]
-            entry = results.setdefault(label, {"accuracy": [], "epoch_seconds": []})
-            entry["accuracy"].append(step["accuracy"])
-            entry["epoch_seconds"].append(step["recovery_seconds"] / args.epochs)
-            print(f"{label} seed {seed}: {step['accuracy']:.4f}, {entry['epoch_seconds'][-1]:.1f} s/epoch")
+        recipes = [recipe(args.workdir / f"a{alpha}-s{seed}", seed, alpha, args.epochs, teacher, limit=args.limit) for seed in range(args.seeds)]
+        row, report = over_seeds(label, recipes, args.epochs)
+        rows.append(row)
 
-    rows = [
-        f"| {label} | {mean_std(r['accuracy'])} | {statistics.mean(r['epoch_seconds']):.1f} |"
-        for label, r in results.items()
-    ]
     body = f"""Machine: {machine()}. Date: {stamp()}. Command: `python bench/kd_vs_ce.py --seeds {args.seeds} --epochs {args.epochs} --limit {args.limit}` (teacher: {checkpoint.name}, trained {args.teacher_epochs} epochs on all 54,000 training images).
 Students trained on {args.limit or 54000:,} training images; test accuracy on the 10,000 test images.
 

@@ -3,6 +3,9 @@
 The CLI turns these into one-paragraph messages; anything else is a bug and
 keeps its traceback (exit 1)."""
 
+from pathlib import Path
+from typing import Any, Callable
+
 
 class EdgekdError(Exception):
     """A failure while running: training diverged, a target was unreachable. Exit code 1."""
@@ -28,3 +31,20 @@ class RecipeError(InputError):
 
 class GateFailed(EdgekdError):
     """One or more quality gates failed; the report is already written. Exit code 1."""
+
+
+def read_mapping_file(
+    path: str | Path, what: str, parse: Callable[[str], Any], parse_errors: tuple[type[Exception], ...], expected: str
+) -> dict[str, Any]:
+    """Read a file that must hold a mapping (a recipe, a report): InputError naming the file when it
+    is missing, does not parse (`expected` says as what) or holds something other than a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} {str(path)!r} does not exist")
+    try:
+        data = parse(path.read_text())
+    except (*parse_errors, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {str(path)!r} is not {expected}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {str(path)!r} must hold a mapping at the top, not a {type(data).__name__}")
+    return data

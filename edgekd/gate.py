@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgekd.errors import InputError
+from edgekd.errors import InputError, read_mapping_file
 from edgekd.stage import StrictModel
 
 REPORT_SCHEMA = "edgekd.report/1"
@@ -135,14 +135,8 @@ def format_value(value: float | None, unit: str) -> str:
 
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read a report.json; InputError (exit 2) for a missing file, bad JSON, another schema or an unfinished run."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"report file {str(path)!r} does not exist")
-    try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"report file {str(path)!r} is not JSON: {exc}") from None
-    found = report.get("schema") if isinstance(report, dict) else None
+    report = read_mapping_file(path, "report file", json.loads, (json.JSONDecodeError,), "JSON")
+    found = report.get("schema")
     if found != REPORT_SCHEMA:
         raise InputError(f"report file {str(path)!r} has schema {found!r}; expected {REPORT_SCHEMA!r}")
     if "student" not in report:

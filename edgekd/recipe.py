@@ -25,7 +25,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
-from edgekd.errors import InputError, RecipeError
+from edgekd.errors import InputError, RecipeError, read_mapping_file
 from edgekd.gate import GatesConfig
 from edgekd.registry import close_matches
 from edgekd.stage import Stage, StrictModel, stages
@@ -232,16 +232,7 @@ def _from_update(loc: tuple[Any, ...], update: dict[str, Any]) -> bool:
 
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"recipe file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"recipe file {str(path)!r} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"recipe file {str(path)!r} must hold a mapping at the top (name:, teacher:, stages: …)")
-    return raw
+    return read_mapping_file(path, "recipe file", yaml.safe_load, (yaml.YAMLError,), "valid YAML")
 
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

@@ -127,9 +127,12 @@ class Run:
         digest = hashlib.sha256(f"{self.seed}:{stage_index}:{step}".encode()).digest()
         return int.from_bytes(digest[:4], "little")
 
-    def loader(self, split: str, shuffle: bool = False, seed: int | None = None) -> DataLoader:
+    def loader(self, split: str, shuffle: bool = False, seed: int | None = None, *, indexed: bool = False, sharded: bool = False) -> DataLoader:
+        """The run's loader of a split: its batch size; `indexed` adds sample positions (cache keys);
+        `sharded` gives this rank its part under data parallelism."""
         size = self.recipe.data.batch_size if split == "train" else self.recipe.data.eval_batch_size
-        return self.data.loader(split, size, shuffle=shuffle, seed=self.seed if seed is None else seed)
+        shard = (self.dist.rank, self.dist.world_size) if sharded else (0, 1)
+        return self.data.loader(split, size, shuffle=shuffle, seed=self.seed if seed is None else seed, indexed=indexed, shard=shard)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """Real test images as the student sees them (its view), on the run's device."""
@@ -166,10 +169,7 @@ class Run:
             student_view=self.student_view if mentor is not None else self.teacher_view,
             teacher_view=self.teacher_view, source=self, teacher_logits_cache=cache,
         )
-        loader = self.data.loader(
-            "train", self.recipe.data.batch_size, shuffle=True, seed=seed, indexed=cache is not None,
-            shard=(self.dist.rank, self.dist.world_size),
-        )
+        loader = self.loader("train", shuffle=True, seed=seed, indexed=cache is not None, sharded=True)
         objective = Objective(phase, next(iter(loader))[0][:8].to(self.device))
         if cache is not None and phase.teacher_taps:
             self.console.print(f"{description}: the teacher runs live (not from its logit cache): a method reads teacher features")
@@ -368,7 +368,7 @@ class Run:
 
     def _write_recipe(self) -> None:
         """recipe.json is what `edgekd export RUN` rebuilds the student from: always the recipe that ran last."""
-        self._write(self.workdir / "recipe.json", lambda tmp: tmp.write_text(json.dumps(self.recipe.model_dump(mode="json"), indent=2)))
+        self._write_json(self.workdir / "recipe.json", self.recipe.model_dump(mode="json"))
 
     def _resume(self) -> set[tuple[int, int]]:
         if not self._progress_file.is_file():
@@ -489,7 +489,11 @@ class Run:
             write_reports(self.workdir, self.report)
 
     def _write_report(self) -> None:
-        self._write(self.workdir / "report.json", lambda tmp: tmp.write_text(json.dumps(self.report, indent=2) + "\n"))
+        self._write_json(self.workdir / "report.json", self.report)
+
+    def _write_json(self, path: Path, data: Any) -> None:
+        if self.dist.is_main:
+            atomic_write_json(path, data)
 
     def _write(self, path: Path, write: Callable[[Path], None]) -> None:
         """Atomic writes, from rank 0 only: the other ranks hold the same state."""

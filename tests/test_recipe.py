@@ -70,7 +70,7 @@ def test_every_problem_is_reported_at_once():
 
 @pytest.mark.parametrize(
     "content,expected",
-    [("name: [unclosed", "is not valid YAML"), ("- just\n- a list\n", "must hold a mapping at the top")],
+    [("name: [unclosed", "is not valid YAML"), ("- just\n- a list\n", "must hold a mapping at the top, not a list")],
 )
 def test_unreadable_recipe_file_exits_2(content, expected, tmp_path, capsys):
     path = tmp_path / "bad.yaml"
