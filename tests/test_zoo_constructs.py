@@ -1,15 +1,17 @@
 """Constructs of torchvision's classification models (bench/zoo.py), rebuilt by hand so the tests
 need no torchvision: nn.MultiheadAttention (vit_b_16) through pruning, quantization, export and
-ONNX Runtime; a channel shuffle (shufflenet_v2), which torch-pruning cannot trace."""
+ONNX Runtime; Linear layers on channels-last feature maps (convnext) through the TensorRT lint;
+a channel shuffle (shufflenet_v2), which torch-pruning cannot trace."""
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.export import export_onnx, parity
+from edgekd.export import export_onnx, lint_tensorrt, parity
 from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.quant import QuantLayer, calibrate, insert_fake_quant, profiles
 
@@ -94,6 +96,35 @@ def test_multihead_attention_stays_float_in_a_quantized_model_that_exports_and_m
     export_onnx(quantized.eval(), path, images(1, 0))
     result = parity(quantized, path, [images(64, 3)], min_agreement=0.99)
     assert result["agreement"] >= 0.99 and result["max_abs_diff"] < 0.05
+
+
+class ChannelsLastMLP(nn.Module):
+    """convnext's pointwise MLP: Linear layers on an (N, H, W, C) feature map, which export as MatMul
+    reading a transposed weight."""
+
+    def __init__(self, channels: int = 16, num_classes: int = 10):
+        super().__init__()
+        self.conv = nn.Conv2d(1, channels, 3, padding=1)
+        self.expand, self.project = nn.Linear(channels, 4 * channels), nn.Linear(4 * channels, channels)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x).permute(0, 2, 3, 1)
+        x = self.project(torch.relu(self.expand(x)))
+        return self.head(x.mean((1, 2)))
+
+
+def test_linear_layers_on_channels_last_maps_read_int8_weights_through_their_transpose(tmp_path):
+    torch.manual_seed(0)
+    quantized = insert_fake_quant(ChannelsLastMLP().eval(), profiles.get("tensorrt"), batches_per_epoch=1)
+    calibrate(quantized, [images(32, 2)])
+    path = tmp_path / "int8.onnx"
+    export_onnx(quantized.eval(), path, images(1, 0))
+    proto = onnx.load(path)
+    matmuls = [node for node in proto.graph.node if node.op_type == "MatMul"]
+    producers = {output: node.op_type for node in proto.graph.node for output in node.output}
+    assert len(matmuls) == 2 and all(producers[node.input[1]] == "Transpose" for node in matmuls)
+    assert lint_tensorrt(proto) == []  # TensorRT moves the weight's DequantizeLinear across the Transpose
 
 
 def test_a_channel_shuffle_is_refused_as_untraceable_by_torch_pruning():

@@ -67,7 +67,11 @@ class _Model:
         return None
 
     def from_dq(self, name: str) -> bool:
+        """Produced by DequantizeLinear, directly or through ops TensorRT moves it across — such as the
+        Transpose between a Linear's weight and its MatMul when the Linear reads a 3-D or 4-D tensor."""
         node = self.producer.get(name)
+        while node is not None and node.op_type in COMMUTING_OPS:
+            node = self.producer.get(node.input[0])
         return node is not None and node.op_type == "DequantizeLinear"
 
 
