@@ -1,6 +1,6 @@
 """Constructs of torchvision's classification models (bench/zoo.py), rebuilt by hand so the tests
 need no torchvision: nn.MultiheadAttention (vit_b_16) through pruning, quantization, export and
-ONNX Runtime; Linear layers on channels-last feature maps (convnext) through the TensorRT lint;
+ONNX Runtime; a width kept as a Python number (vit_b_16's hidden_dim); Linear layers on channels-last feature maps (convnext) through the TensorRT lint;
 a channel shuffle (shufflenet_v2), which torch-pruning cannot trace."""
 
 from __future__ import annotations
@@ -96,6 +96,34 @@ def test_multihead_attention_stays_float_in_a_quantized_model_that_exports_and_m
     export_onnx(quantized.eval(), path, images(1, 0))
     result = parity(quantized, path, [images(64, 3)], min_agreement=0.99)
     assert result["agreement"] >= 0.99 and result["max_abs_diff"] < 0.05
+
+
+class WidthInAttribute(nn.Module):
+    """torchvision's VisionTransformer: the patch tokens are reshaped with a width kept as a Python int."""
+
+    def __init__(self, width: int = 16, num_classes: int = 10):
+        super().__init__()
+        self.width = width
+        self.patches = nn.Conv2d(1, width, 4, stride=4)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, width))
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patches(x).reshape(x.shape[0], self.width, -1).transpose(1, 2)
+        return self.head(self.mlp(tokens).mean(1))
+
+
+def test_a_width_kept_as_a_python_number_is_named_and_ignoring_its_layer_prunes_the_rest():
+    torch.manual_seed(0)
+    with pytest.raises(InputError, match=r"removed channels of 'patches', the model's forward fails: .*prune.ignore: \['patches'\]"):
+        pruner = ChannelPruner(WidthInAttribute().eval(), images(1, 0), PruneConfig(target_macs=0.5))
+        pruner.prune_to(pruner.measure("macs") * 0.5)
+    model = WidthInAttribute().eval()
+    pruner = ChannelPruner(model, images(1, 0), PruneConfig(target_macs=0.5, ignore=("patches",)))
+    start = pruner.measure("macs")
+    assert pruner.prune_to(start * 0.8) <= start * 0.8
+    assert model.patches.out_channels == model.width == 16 and model.mlp[0].out_features < 32
+    assert model(images(2, 1)).shape == (2, 10)
 
 
 class ChannelsLastMLP(nn.Module):

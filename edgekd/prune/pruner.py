@@ -148,11 +148,23 @@ class ChannelPruner:
                     sync_attention(self.model, self.pruner.num_heads)
                     if _parameter_count(self.model) != size:  # measure only when something was removed
                         size = _parameter_count(self.model)
-                        value = self.measure(metric)
+                        value = self._measure_pruned(metric, group)
                         if value <= aim:
                             break
         self.model.zero_grad(set_to_none=True)
         return value
+
+    def _measure_pruned(self, metric: Metric, group: tp.Group) -> int:
+        """`measure` after `group` was removed; a forward pass it broke is named, with the usual cause."""
+        try:
+            return self.measure(metric)
+        except RuntimeError as exc:
+            root = self.names.get(group[0].dep.target.module, "?")
+            raise InputError(
+                f"after torch-pruning removed channels of {root!r}, the model's forward fails: {' '.join(str(exc).split())}. "
+                "A width the model keeps as a plain Python number (e.g. torchvision VisionTransformer.hidden_dim, "
+                f"used to reshape) is not updated by pruning: keep that width with prune.ignore: [{root!r}]."
+            ) from None
 
     def _unreachable(self, metric: str, aim: float, value: int, start: int) -> str:
         return (
