@@ -383,7 +383,6 @@ class Run:
                 "checkpoints cannot continue it (stages may only be appended). "
                 "Run without --resume to start over, or use another workdir."
             )
-        self._write_recipe()
         checkpoint_path = self._checkpoint_dir / progress["checkpoint"]
         try:
             saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
@@ -395,6 +394,7 @@ class Run:
             plan[restore["stage_index"]].stage.restore(self, restore["state"])
         self.student.load_state_dict(saved["student"])
         self.student.to(self.device)
+        self._write_recipe()  # only once the checkpoint is known to continue it
         self._restores = list(saved["restores"])
         self.report["steps"] = json.loads(saved["records"])
         self._report_updates = json.loads(saved["report"])
@@ -418,8 +418,9 @@ class Run:
         atomic_write_bytes(self._checkpoint_dir / name, lambda tmp: torch.save(payload, tmp))
         previous = json.loads(self._progress_file.read_text()) if self._progress_file.is_file() else {"done": []}
         done = previous["done"] + [[planned.index, step]]
+        # One hash per stage prefix (the last is the whole recipe's): resume checks the finished prefix.
         stage_hashes = [self.recipe.fingerprint(count) for count in range(1, len(self.recipe.plan) + 1)]
-        atomic_write_json(self._progress_file, {"recipe_hash": self.recipe.fingerprint(), "stage_hashes": stage_hashes, "checkpoint": name, "done": done})
+        atomic_write_json(self._progress_file, {"stage_hashes": stage_hashes, "checkpoint": name, "done": done})
         stale = previous.get("checkpoint")
         if stale and stale != name:
             (self._checkpoint_dir / stale).unlink(missing_ok=True)
