@@ -45,7 +45,7 @@ def root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (a
 def compress(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
     set_: SetOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue after the last finished step in the workdir.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue after the last finished step in the workdir; the recipe may append stages to a finished run.")] = False,
     workdir: Annotated[Optional[Path], typer.Option(help="Run folder (overrides the recipe's workdir).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final table.")] = False,
     nproc: Annotated[int, typer.Option(min=1, help="Train with N data-parallel processes (launches torchrun).")] = 1,
