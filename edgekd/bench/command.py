@@ -3,7 +3,6 @@ writes the JSON. Registered by the main CLI with `app.command("bench")(bench_com
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +12,9 @@ from rich.console import Console
 from edgekd.bench.harness import benchmark
 from edgekd.bench.inputs import parse_input_shapes
 from edgekd.bench.render import render
+from edgekd import terminal
 from edgekd.errors import InputError
+from edgekd.files import output_file, write_json
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -61,6 +62,8 @@ def bench_command(
 
     Example:  edgekd bench student.int8.onnx teacher.onnx --batch 1,64 --threads 2 --json bench.json
     """
+    if json_path:  # refused now, not after minutes of timing
+        output_file(json_path, "--json")
     result = benchmark(
         models,
         backend=backend,
@@ -82,5 +85,5 @@ def bench_command(
     render(result, Console())
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result.to_json(), indent=1))
-        Console().print(f"results: {json_path}")
+        write_json(json_path, result.to_json())
+        terminal.console().print(f"results: {json_path}")
