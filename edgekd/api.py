@@ -35,31 +35,50 @@ def compress(
     resume: bool = False,
     quiet: bool = False,
     console: Console | None = None,
+    force_unlock: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run a recipe (a path, a dict or a Recipe) and return its report.
 
     Keyword overrides are recipe fields: `compress("r.yaml", seed=1, workdir="runs/x")`;
-    dotted paths go through `set=["distill.temperature=2"]`."""
+    dotted paths go through `set=["distill.temperature=2"]`. `force_unlock` takes over a
+    workdir lock held from another host."""
     if not isinstance(recipe, Recipe) or overrides or set:
         source = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else recipe
         assignments = [*set, *(f"{key}={_yaml_value(value)}" for key, value in overrides.items())]
         recipe = load_recipe(source, assignments)
-    return run_recipe(recipe, resume=resume, quiet=quiet, console=console)
+    return run_recipe(recipe, resume=resume, quiet=quiet, console=console, force_unlock=force_unlock)
 
 
-def export_run(workdir: str | Path, *, opset: int = 17, dynamic_batch: bool = True, console: Console | None = None) -> dict[str, Any]:
-    """Re-export the latest student of a run folder (its recipe and checkpoints rebuild it exactly)."""
+def export_run(
+    workdir: str | Path, *, opset: int = 17, dynamic_batch: bool = True, console: Console | None = None, force_unlock: bool = False
+) -> dict[str, Any]:
+    """Re-export the latest student of a run folder (its recipe and checkpoints rebuild it exactly).
+
+    The folder's recipe.json is checked against the hashes in its progress.json before anything is
+    built: a recipe edited after the run is refused. (A run folder is code like a recipe: the hash
+    catches mismatched files, not a hostile folder; see --no-user-code.)"""
     import json
 
-    from edgekd.errors import InputError
+    from edgekd.errors import InputError, read_mapping_file
     from edgekd.export.stage import ExportConfig
+    from edgekd.run import read_progress, recipe_continues
 
     recipe_file = Path(workdir) / "recipe.json"
     if not recipe_file.is_file():
         raise InputError(f"{str(workdir)!r} is not an edgekd run folder: {recipe_file.name} is missing (run edgekd compress first)")
-    recipe = load_recipe(json.loads(recipe_file.read_text()), [f"workdir={json.dumps(str(workdir))}"])
-    return Run(recipe, console=console).export_latest(ExportConfig(opset=opset, dynamic_batch=dynamic_batch))
+    raw = read_mapping_file(recipe_file, "run recipe", json.loads, (json.JSONDecodeError,), "JSON")
+    recipe = load_recipe(raw, [f"workdir={json.dumps(str(workdir))}"])
+    progress = read_progress(Path(workdir))
+    if progress is None:
+        raise InputError(f"{str(workdir)!r} has no finished step to export yet")
+    if not recipe_continues(recipe, progress):
+        raise InputError(
+            f"{str(recipe_file)!r} does not match the run in {str(workdir)!r}: its hash differs from the one progress.json "
+            "recorded, so it would not rebuild the checkpointed student. Was it edited? Nothing was built."
+        )
+    run = Run(recipe, console=console, force_unlock=force_unlock)
+    return run.export_latest(ExportConfig(opset=opset, dynamic_batch=dynamic_batch))
 
 
 def launch_distributed(nproc: int, arguments: list[str]) -> int:

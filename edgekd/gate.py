@@ -18,20 +18,23 @@ milliseconds from two different machines; only `max_latency_ms` reads absolute t
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable, Literal, Optional
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from edgekd.errors import InputError, read_mapping_file
+from edgekd.files import write_atomic
 from edgekd.stage import StrictModel
 
 REPORT_SCHEMA = "edgekd.report/1"
@@ -133,14 +136,102 @@ def format_value(value: float | None, unit: str) -> str:
 # ---------------------------------------------------------------- reading the report
 
 
+Number = Annotated[float, Field(allow_inf_nan=False)]
+BatchKey = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*$")]
+
+
+class _Read(BaseModel):
+    """The part of a report that gates, summaries and reports read: it must be there, with these types.
+    Anything else may be there too."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Measured(_Read):
+    model: str
+    accuracy: Number
+    macs: int
+    params: int
+    size_bytes: int
+
+
+class _OnnxFile(_Read):
+    path: str
+    size_bytes: int
+    accuracy: Optional[Number] = None
+
+
+class _Student(_Measured):
+    onnx: dict[str, _OnnxFile] = {}
+
+
+class _Step(_Read):
+    stage: str
+    stage_index: int
+    step: int
+    steps: int
+    accuracy: Number
+    accuracy_before_recovery: Optional[Number] = None
+    macs: int
+    params: int
+    size_bytes: int
+    seconds: Optional[Number] = None
+
+
+class _Timing(_Read):
+    median_ms: Number
+    p90_ms: Number
+    samples_ms: list[Number]
+
+
+class _Speedup(_Read):
+    ratio: Number
+    ci: Annotated[list[Number], Field(min_length=2, max_length=2)]
+
+
+class _Latency(_Read):
+    models: dict[str, dict[BatchKey, _Timing]]
+    speedup: dict[BatchKey, _Speedup] = {}
+
+
+class _Gate(_Read):
+    name: str
+    measured: Optional[Number]
+    threshold: Number
+    passed: bool
+    reason: str
+    unit: Literal["fraction", "points", "MB", "x", "ms"]
+
+
+class _Dataset(_Read):
+    name: str
+
+
+class _Report(_Read):
+    name: str
+    dataset: _Dataset
+    teacher: _Measured
+    student: _Student
+    steps: list[_Step]
+    latency: Optional[_Latency] = None
+    gates: Optional[list[_Gate]] = None
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
-    """Read a report.json; InputError (exit 2) for a missing file, bad JSON, another schema or an unfinished run."""
+    """Read a report.json; InputError (exit 2) for a missing file, bad JSON, another schema, an unfinished
+    run, or a field the gates and reports read that is missing or of the wrong type (all listed)."""
     report = read_mapping_file(path, "report file", json.loads, (json.JSONDecodeError,), "JSON")
     found = report.get("schema")
     if found != REPORT_SCHEMA:
         raise InputError(f"report file {str(path)!r} has schema {found!r}; expected {REPORT_SCHEMA!r}")
     if "student" not in report:
         raise InputError(f"report file {str(path)!r} has no student: the run did not finish")
+    try:
+        _Report.model_validate(report)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg'].lower()}" for e in exc.errors()[:8])
+        more = f" (and {len(exc.errors()) - 8} more)" if len(exc.errors()) > 8 else ""
+        raise InputError(f"report file {str(path)!r} is not a complete edgekd report: {problems}{more}") from None
     return report
 
 
@@ -363,23 +454,42 @@ def verdict_line(results: list[GateResult]) -> str:
 
 def render_gates(results: list[GateResult], console: Console, title: str = "edgekd gates") -> None:
     """The verdict table, then each gate's reason on its own line (terminals in CI are often 80 columns)."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for header, align in zip(GATE_HEADERS[:4], GATE_ALIGN):
         table.add_column(header, justify="right" if align == "r" else "left", no_wrap=True)
     for row, result in zip(gate_rows(results), results):
-        table.add_row(*row[:3], "[green]pass[/]" if result.passed else "[bold red]FAIL[/]")
+        verdict = Text("pass", style="green") if result.passed else Text("FAIL", style="bold red")
+        table.add_row(*map(Text, row[:3]), verdict)
     console.print(table)
     for result in results:
-        mark = "[green]✓[/]" if result.passed else "[bold red]✗[/]"
-        console.print(f"{mark} {result.name}: {escape(result.reason)}", highlight=False)
-    console.print(verdict_line(results), style="green" if all(r.passed for r in results) else "bold red")
+        mark = Text("✓", style="green") if result.passed else Text("✗", style="bold red")
+        console.print(Text.assemble(mark, f" {result.name}: {result.reason}"), highlight=False)
+    console.print(Text(verdict_line(results)), style="green" if all(r.passed for r in results) else "bold red")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*|])")
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def markdown_text(value: Any) -> str:
+    """A value as inline Markdown text, whatever it holds: control characters (a newline starts a
+    heading or a block) become spaces, HTML is escaped, and table pipes, emphasis, code spans and
+    links lose their meaning."""
+    text = html.escape(_CONTROL.sub(" ", str(value)), quote=False)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("](", "]\\(")
+
+
+def xml_text(value: Any) -> str:
+    """A value without the characters XML 1.0 cannot hold (ElementTree would write them raw)."""
+    return _XML_INVALID.sub("", str(value))
 
 
 def markdown_table(headers: Iterable[str], rows: Iterable[Iterable[Any]], align: str = "") -> str:
     """A GitHub-flavoured table; `align` holds one l/r per column (default: all left)."""
 
     def cells(values: Iterable[Any]) -> str:
-        return "| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in values) + " |"
+        return "| " + " | ".join(markdown_text(v) for v in values) + " |"
 
     headers = list(headers)
     rules = ["---:" if a == "r" else "---" for a in align.ljust(len(headers), "l")]
@@ -387,17 +497,30 @@ def markdown_table(headers: Iterable[str], rows: Iterable[Iterable[Any]], align:
     return "\n".join(lines) + "\n"
 
 
-def append_github_summary(results: list[GateResult], title: str) -> Path | None:
-    """Append a Markdown table to `$GITHUB_STEP_SUMMARY` (set by GitHub Actions); None when unset."""
+def github_summary_path() -> Path | None:
+    """`$GITHUB_STEP_SUMMARY` (set by GitHub Actions), checked before any work; None when unset."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return None
+    path = Path(target)
+    if path.is_dir() or not path.parent.is_dir():
+        problem = "is a folder" if path.is_dir() else "is in a folder that does not exist"
+        raise InputError(f"GITHUB_STEP_SUMMARY={target!r} {problem}; point it at a file (GitHub Actions sets it) or unset it")
+    return path
+
+
+def append_github_summary(results: list[GateResult], title: str) -> Path | None:
+    """Append a Markdown table to `$GITHUB_STEP_SUMMARY`; None when unset. GitHub's protocol is an
+    appended file, so this is one append of the whole text, not a replacement."""
+    path = github_summary_path()
+    if path is None:
+        return None
     mark = "✅" if all(r.passed for r in results) else "❌"
     table = markdown_table(GATE_HEADERS, gate_rows(results), GATE_ALIGN)
-    text = f"### {mark} {title}: {verdict_line(results)}\n\n{table}\n"
-    with open(target, "a", encoding="utf-8") as summary:
+    text = f"### {mark} {markdown_text(title)}: {verdict_line(results)}\n\n{table}\n"
+    with open(path, "a", encoding="utf-8") as summary:
         summary.write(text)
-    return Path(target)
+    return path
 
 
 def write_junit(results: list[GateResult], path: str | Path, classname: str = "edgekd.gates") -> Path:
@@ -407,14 +530,13 @@ def write_junit(results: list[GateResult], path: str | Path, classname: str = "e
     suites = ET.Element("testsuites", counts)
     suite = ET.SubElement(suites, "testsuite", {"name": "edgekd gates", **counts})
     for result, row in zip(results, gate_rows(results)):
-        case = ET.SubElement(suite, "testcase", {"name": result.name, "classname": classname, "time": "0"})
+        case = ET.SubElement(suite, "testcase", {"name": xml_text(result.name), "classname": xml_text(classname), "time": "0"})
         if result.passed:
-            ET.SubElement(case, "system-out").text = result.reason
+            ET.SubElement(case, "system-out").text = xml_text(result.reason)
         else:
-            failure = ET.SubElement(case, "failure", {"message": result.reason, "type": "GateFailed"})
-            failure.text = f"measured {row[1]}, threshold {row[2]}"
+            failure = ET.SubElement(case, "failure", {"message": xml_text(result.reason), "type": "GateFailed"})
+            failure.text = xml_text(f"measured {row[1]}, threshold {row[2]}")
     ET.indent(suites)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
-    return path
+    return write_atomic(path, ET.tostring(suites, encoding="utf-8", xml_declaration=True))

@@ -10,14 +10,16 @@ from typing import Annotated, Any, Optional
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
+from edgekd import terminal
 from edgekd.errors import GateFailed, InputError
+from edgekd.files import output_file
 from edgekd.gate import (
     BaselineLimits,
     GatesConfig,
     append_github_summary,
     evaluate_gates,
+    github_summary_path,
     load_report,
     parse_fraction,
     render_gates,
@@ -80,6 +82,9 @@ def gate_command(
 
     Example:  edgekd gate runs/ci/report.json --baseline ci/baseline-report.json --max-accuracy-drop 1 --max-size-growth 5% --junit gates.xml
     """
+    if junit is not None:  # where the verdicts go is checked before they are computed
+        output_file(junit, "--junit")
+    github_summary_path()
     current = load_report(report)
     reference = load_report(baseline) if baseline is not None else None
     has_baseline = reference is not None
@@ -96,7 +101,7 @@ def gate_command(
     config = _choose_gates(current, report, config, limits, has_baseline)
     results = evaluate_gates(current, config, reference, limits)
     title = f"edgekd gates · {current['name']}" + (f" vs {baseline}" if baseline else "")
-    render_gates(results, Console(), title)
+    render_gates(results, terminal.console(), title)
     if junit is not None:
         write_junit(results, junit, classname=f"edgekd.gates.{current['name']}")
     append_github_summary(results, title)
@@ -113,4 +118,4 @@ def report_command(
     """
     report_path = run if run.suffix == ".json" else run / "report.json"
     markdown_path, html_path = write_reports(report_path.parent, load_report(report_path))
-    Console().print(f"wrote {markdown_path}\nwrote {html_path}")
+    terminal.console().print(f"wrote {markdown_path}\nwrote {html_path}")

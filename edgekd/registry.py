@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
+import re
 import warnings
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -67,10 +69,29 @@ class Registry(Generic[T]):
         return [(n, self._entries[n]) for n in self.names()]
 
 
+NO_USER_CODE_ENV = "EDGEKD_NO_USER_CODE"
+# `pkg.module:callable` or `pkg.module:callable(arg=1)`; `cuda:0` and `C:/data` are not specs.
+USER_CODE_SPEC = re.compile(r"^\s*[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\s*(\(.*\))?\s*$", re.DOTALL)
+
+
+def user_code_allowed() -> bool:
+    """False under `--no-user-code` / EDGEKD_NO_USER_CODE=1 (CI on untrusted pull requests)."""
+    return os.environ.get(NO_USER_CODE_ENV, "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def refused_user_code(spec: str, where: str) -> str:
+    return (
+        f"{where}: {spec!r} names user code (pkg.module:callable), which is refused because --no-user-code "
+        f"or {NO_USER_CODE_ENV}=1 is set; use a built-in instead"
+    )
+
+
 def load_callable(spec: str) -> Callable[..., Any]:
-    """Import `"pkg.module:attr"` — the one documented way to plug in user code."""
+    """Import `"pkg.module:attr"` — the one documented way to plug in user code (it runs that module's code)."""
     import importlib
 
+    if not user_code_allowed():
+        raise InputError(refused_user_code(spec, "user code"))
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise InputError(f"{spec!r} is not of the form 'pkg.module:callable'")

@@ -6,18 +6,22 @@ import re
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
+import onnx
 import torch
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from edgekd import terminal
 from edgekd.errors import EdgekdError, InputError
 from edgekd.export.onnx_export import export_onnx
+from edgekd.export.runtime import check_onnx_file
 from edgekd.export.trt_lint import Finding, lint_tensorrt
+from edgekd.files import output_file
 from edgekd.models import build_model, load_state_dict_file
 from edgekd.registry import Registry
 
-targets: Registry[Callable[[Path], list[Finding]]] = Registry("check target")
+targets: Registry[Callable[[onnx.ModelProto], list[Finding]]] = Registry("check target")
 targets.register(lint_tensorrt, name="tensorrt")
 
 
@@ -27,12 +31,15 @@ def check_command(
 ) -> None:
     """Check an int8 ONNX file against what a deployment target accepts; runs without the target.
 
-    Exit code 1 when errors are found, 0 when there are none (warnings only report).
+    The file must first pass onnx.checker (an empty, unparsable or invalid file, or an unknown
+    operator, is exit 2). Exit code 1 when the target's rules find errors, 0 when there are none
+    (warnings only report).
 
     Example:  edgekd check runs/demo/student.int8.onnx --target tensorrt
     """
-    findings = targets.get(target)(model)
-    console = Console()
+    rules = targets.get(target)
+    findings = rules(check_onnx_file(model))
+    console = terminal.console()
     if not findings:
         console.print(f"{model}: ready for {target} (no findings)", soft_wrap=True)
         return
@@ -41,7 +48,7 @@ def check_command(
         table.add_column(column, overflow="fold")
     for finding in findings:
         style = "red" if finding.severity == "error" else "yellow"
-        table.add_row(f"[{style}]{finding.severity}[/]", finding.rule, finding.node, finding.message)
+        table.add_row(Text(finding.severity, style=style), finding.rule, finding.node, finding.message)
     console.print(table)
     errors = sum(f.severity == "error" for f in findings)
     if errors:
@@ -64,6 +71,9 @@ def export_command(
     num_classes: Annotated[int, typer.Option(help="Classes the model predicts.")] = 10,
     opset: Annotated[int, typer.Option(min=13, max=21, help="ONNX opset.")] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="Leave the batch axis dynamic.")] = True,
+    force_unlock: Annotated[
+        bool, typer.Option("--force-unlock", help="Take over the run folder's lock held from another host (only if no run is active there).")
+    ] = False,
 ) -> None:
     """Export a student to checked ONNX files: the latest checkpoint of a run (pruned and
     quantized students included: teacher.onnx, student.onnx, student.int8.onnx in the run
@@ -76,14 +86,15 @@ def export_command(
     if run is not None:
         from edgekd.api import export_run
 
-        files = export_run(run, opset=opset, dynamic_batch=dynamic_batch)
+        files = export_run(run, opset=opset, dynamic_batch=dynamic_batch, force_unlock=force_unlock)
         for kind, entry in files["student"]["onnx"].items():
-            Console().print(f"{kind}: {run / entry['path']} — ONNX Runtime test accuracy {entry['accuracy']:.2%}, {entry['size_bytes']:,} bytes")
+            terminal.console().print(f"{kind}: {run / entry['path']} — ONNX Runtime test accuracy {entry['accuracy']:.2%}, {entry['size_bytes']:,} bytes")
         return
     if model is None or weights is None or input_shape is None:
         raise InputError("give a run folder (edgekd export runs/x), or --model, --weights and --input-shape together")
+    output_file(output, "--output")
     shape = parse_shape(input_shape)
     net = build_model(model, in_channels=shape[1], num_classes=num_classes)
     load_state_dict_file(net, weights)
     exporter = export_onnx(net.eval(), output, torch.zeros(shape), opset=opset, dynamic_batch=dynamic_batch)
-    Console().print(f"wrote {output} ({output.stat().st_size:,} bytes, {exporter} exporter, opset {opset})")
+    terminal.console().print(f"wrote {output} ({output.stat().st_size:,} bytes, {exporter} exporter, opset {opset})")
