@@ -87,11 +87,17 @@ def refused_user_code(spec: str, where: str) -> str:
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
-    """Import `"pkg.module:attr"` — the one documented way to plug in user code (it runs that module's code)."""
-    import importlib
-
+    """Import `"pkg.module:attr"` — the one documented way to plug in user code (it runs that module's
+    code); refused under --no-user-code. edgekd's own lookups by name use `import_callable`."""
     if not user_code_allowed():
         raise InputError(refused_user_code(spec, "user code"))
+    return import_callable(spec)
+
+
+def import_callable(spec: str) -> Callable[..., Any]:
+    """Import `"pkg.module:attr"` without the user-code check: for names edgekd itself chose."""
+    import importlib
+
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise InputError(f"{spec!r} is not of the form 'pkg.module:callable'")

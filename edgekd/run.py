@@ -404,7 +404,7 @@ class Run:
                 "Run without --resume to start over, or use another workdir."
             )
         checkpoint_path = self._checkpoint_dir / progress["checkpoint"]
-        saved = self._load_checkpoint(checkpoint_path, finished_stages)
+        saved = self._load_checkpoint(checkpoint_path)
         self.student = self._initial_student()
         plan = {p.index: p for p in self.recipe.plan}
         try:
@@ -428,16 +428,16 @@ class Run:
         self.say(f"resume: {len(done)} finished step(s) restored from {checkpoint_path.name}")
         return done  # type: ignore[return-value]
 
-    def _load_checkpoint(self, path: Path, finished_stages: int) -> dict[str, Any]:
+    def _load_checkpoint(self, path: Path) -> dict[str, Any]:
         """A checkpoint of this run (tensors only, no code); InputError naming the file otherwise."""
         saved = load_tensors(path, "resume: checkpoint")
         if not (isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT and CHECKPOINT_KEYS <= saved.keys()):
             raise InputError(f"resume: {str(path)!r} is not an edgekd checkpoint (format {CHECKPOINT_FORMAT}); run without --resume to start over")
-        expected = self.recipe.fingerprint(finished_stages)
-        if saved.get("fingerprint", expected) != expected:  # checkpoints of earlier versions carry no fingerprint
+        written_by = saved.get("recipe")  # absent in checkpoints of earlier versions
+        if written_by is not None and not _names_a_prefix_of(self.recipe, written_by):
             raise InputError(
-                f"resume: checkpoint {str(path)!r} belongs to another run (recipe hash {saved['fingerprint']}, this run's is "
-                f"{expected}); it cannot continue this one. Run without --resume to start over."
+                f"resume: checkpoint {str(path)!r} belongs to another run (its recipe hash differs from this run's); "
+                "it cannot continue this one. Run without --resume to start over."
             )
         return saved
 
@@ -447,7 +447,7 @@ class Run:
         name = f"stage{planned.index:02d}-step{step:03d}.pt"
         payload = {
             "format": CHECKPOINT_FORMAT,
-            "fingerprint": self.recipe.fingerprint(planned.index + 1),
+            "recipe": {"stages": planned.index + 1, "hash": self.recipe.fingerprint(planned.index + 1)},
             "student": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
             "restores": self._restores,
             "records": json.dumps(self.report["steps"]),
@@ -578,6 +578,12 @@ def recipe_continues(recipe: Recipe, progress: dict[str, Any]) -> bool:
     top-level settings) hash as they did. Stages may be appended."""
     finished_stages = 1 + max(index for index, _ in progress["done"])
     return progress["stage_hashes"][finished_stages - 1 : finished_stages] == [recipe.fingerprint(finished_stages)]
+
+
+def _names_a_prefix_of(recipe: Recipe, written_by: Any) -> bool:
+    """Whether a checkpoint's `{stages, hash}` is the hash of `recipe`'s first `stages` stages."""
+    stages = written_by.get("stages") if isinstance(written_by, dict) else None
+    return isinstance(stages, int) and 1 <= stages <= len(recipe.plan) and written_by.get("hash") == recipe.fingerprint(stages)
 
 
 def _progress_problem(progress: Any) -> str | None:

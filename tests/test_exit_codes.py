@@ -76,7 +76,7 @@ def _checkpoint(run: Path) -> Path:
 def _without_fingerprint(source: Path, target: Path) -> None:
     """A checkpoint as edgekd wrote it before checkpoints carried their recipe's hash."""
     saved = torch.load(source, weights_only=True)
-    del saved["fingerprint"]
+    del saved["recipe"]
     torch.save(saved, target)
 
 
