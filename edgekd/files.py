@@ -2,8 +2,9 @@
 
 Every file edgekd writes goes through `write_atomic`: the bytes are made in memory, written
 to a temporary file created exclusively beside the target (so a planted link is never
-followed), then renamed over the target. A reader sees the old file or the new one, never
-half of one; a link at the target is replaced, not written through. A write that fails
+followed), synced, then renamed over the target, and the folder is synced. A reader sees the
+old file or the new one, never half of one, and a file that exists survives a crash; a link
+at the target is replaced, not written through. A write that fails
 (disk full, permission denied) removes its temporary file, leaves the old file as it was,
 and raises `WriteFailed` naming the file.
 
@@ -61,9 +62,11 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
             view = memoryview(content)
             while view:
                 view = view[os.write(fd, view):]
+            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except OSError as exc:
         try:
             tmp.unlink(missing_ok=True)
@@ -72,6 +75,20 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         reason = _REASONS.get(exc.errno or 0, exc.strerror or str(exc))
         raise WriteFailed(f"cannot write {str(path)!r}: {reason}. Nothing was lost: a previous version of the file, if any, is unchanged.") from None
     return path
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename durable; not every platform opens folders for fsync."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def serialized(save: Callable[[BinaryIO], Any]) -> bytes:
