@@ -1,5 +1,6 @@
 """Tiny random-initialised Hugging Face transformers built from configs (no download): one
-per family the sequence modules support. Skipped where `transformers` is not installed."""
+per family the sequence modules support, without dropout so that training steps in tests are
+deterministic. Skipped where `transformers` is not installed."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def bert_classifier(seed: int = 0, hidden: int = 32, labels: int = 3, init_range
     config = transformers.BertConfig(
         vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden,
         max_position_embeddings=64, num_labels=labels, pad_token_id=PAD, initializer_range=init_range,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )
     return transformers.BertForSequenceClassification(config).eval()
 
@@ -27,6 +29,7 @@ def gpt2_lm(seed: int = 0, hidden: int = 32, layers: int = 2, init_range: float 
     config = transformers.GPT2Config(
         vocab_size=VOCAB, n_embd=hidden, n_layer=layers, n_head=2, n_positions=64,
         bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD, initializer_range=init_range,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
     return transformers.GPT2LMHeadModel(config).eval()
 
@@ -36,7 +39,7 @@ def t5_seq2seq(seed: int = 0, hidden: int = 32, init_range: float = 1.0) -> torc
     torch.manual_seed(seed)
     config = transformers.T5Config(
         vocab_size=VOCAB, d_model=hidden, d_kv=16, d_ff=2 * hidden, num_layers=2, num_heads=2,
-        decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS, initializer_factor=init_range,
+        decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS, initializer_factor=init_range, dropout_rate=0.0,
     )
     return transformers.T5ForConditionalGeneration(config).eval()
 
