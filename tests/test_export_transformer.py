@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 
 from edgekd.decoding import exact_match
 from edgekd.distill.sequence import generate
@@ -20,6 +21,7 @@ from edgekd.export.transformer import (
     FAMILIES, SpecialTokens, export_sequence_model, onnx_exact_match, onnx_generate, sequence_parity,
 )
 from edgekd.export.trt_lint import lint_tensorrt
+from edgekd.outputs import logits_of
 from edgekd.quant.profiles import profiles
 from edgekd.quant.swap import calibrate, insert_int4_weights, insert_linear_fake_quant, int4_codes, int4_layers
 from tests.hf_tiny import EOS, FAMILY_MODELS, PAD, START, prompts, token_batches
@@ -116,18 +118,25 @@ def test_tensorrt_check_flags_a_float_linear_and_a_wrong_weight_axis(tmp_path):
 
 
 def test_int4_file_holds_exactly_the_trained_integers(tmp_path):
-    model, path = exported(tmp_path, "decoder", "int4")
+    model = quantized("decoder", "int4")
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    for batch in token_batches("decoder", count=3, seed=5):  # a few steps move weights, codes and block scales
+        logits = logits_of(model(**batch))
+        F.cross_entropy(logits.flatten(0, 1), batch["input_ids"].roll(-1, 1).flatten()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    path = tmp_path / "trained-int4.onnx"
+    export_sequence_model(model, path, "decoder", tokens=special_tokens("decoder"), int4_accuracy_level=0)
+    assert sequence_parity(model, path, token_batches("decoder"))["max_abs_diff"] < 1e-4
     in_file = packed_weights(onnx.load(path))
     layers = int4_layers(model)
-    assert len(in_file) == len(layers) == linear_count(model)
-    by_shape = {}
-    for codes, scales in in_file.values():
-        by_shape.setdefault(codes.shape, []).append((codes, scales))
+    assert sorted(in_file) == sorted(layers) and len(layers) == linear_count(model)
     for name, layer in layers.items():
         codes, scales = (t.numpy() for t in int4_codes(layer))
         assert codes.min() >= -8 and codes.max() <= 7
-        matches = [c for c, s in by_shape[codes.shape] if np.array_equal(c, codes) and np.array_equal(s, scales)]
-        assert len(matches) >= 1, name
+        assert np.array_equal(in_file[name][0], codes) and np.array_equal(in_file[name][1], scales), name
 
 
 @pytest.mark.parametrize("family", GENERATING)

@@ -155,18 +155,19 @@ def _bias_add(
 def _matmul_nbits(
     graph: onnx.GraphProto, node: onnx.NodeProto, weight: PackedWeight, bias: str | None, accuracy_level: int, output: str
 ) -> onnx.NodeProto:
-    prefix = f"{node.name or node.output[0]}_int4"
+    prefix = f"{node.output[0]}_int4"  # output names are unique; the node is named after its PyTorch layer
     graph.initializer.append(numpy_helper.from_array(weight.packed, f"{prefix}_B"))
     graph.initializer.append(numpy_helper.from_array(weight.scales.astype(np.float32), f"{prefix}_scales"))
     inputs = [node.input[0], f"{prefix}_B", f"{prefix}_scales"] + (["", "", bias] if bias else [])
     return helper.make_node(
-        "MatMulNBits", inputs, [output], name=f"{prefix}_MatMulNBits", domain=MS_DOMAIN,
+        "MatMulNBits", inputs, [output], name=weight.name, domain=MS_DOMAIN,
         K=weight.in_features, N=weight.out_features, bits=4, block_size=weight.block_size, accuracy_level=accuracy_level,
     )  # fmt: skip
 
 
 def packed_weights(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The (codes (N, k_blocks, block_size) int8, scales) of every MatMulNBits node, by node name."""
+    """The (codes (N, k_blocks, block_size) int8, scales) of every MatMulNBits node, by node name
+    (for an edgekd export: the qualified name of the PyTorch layer)."""
     initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     return {
         node.name: (unpack_int4(initializers[node.input[1]]), initializers[node.input[2]])

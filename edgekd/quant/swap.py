@@ -12,12 +12,14 @@ same FakeQuantize the fx path uses — carrying its own input quantizer:
   (`requantize_outputs` does not apply): a Linear's output feeds LayerNorm, GELU, Softmax or a
   residual Add, which neither runtime runs on integers in these graphs.
 * int4 weight-only (`insert_int4_weights`): block-wise symmetric int4 weights (ONNX Runtime's
-  MatMulNBits layout), float activations; the weight scales follow the weights during training,
-  so recovery distillation repairs the rounding. With no training it is post-training
+  MatMulNBits layout), float activations. In training each forward pass re-reads the blocks'
+  ranges from the current weights, so recovery distillation repairs the rounding; evaluation and
+  export use the scales of the last training pass. With no training it is post-training
   round-to-nearest quantization.
 
 Attention's activation × activation matmuls (QKᵀ, PV) stay float.
 
+>>> from edgekd.quant.profiles import profiles
 >>> class MLP(nn.Module):
 ...     def __init__(self):
 ...         super().__init__()
@@ -45,9 +47,9 @@ from edgekd.errors import InputError
 from edgekd.quant.fake_quant import Calibration, FakeQuantize, QuantScheme
 from edgekd.quant.graph import SCHEDULE_NAME, QuantSchedule, calibrate, quant_schedule
 from edgekd.quant.modules import QuantLayer, linear_layer_types
-from edgekd.quant.profiles import QuantProfile, profiles
+from edgekd.quant.profiles import QuantProfile
 
-__all__ = ["INT4_PROFILE", "calibrate", "insert_int4_weights", "insert_linear_fake_quant", "profiles", "strip_fake_quant"]
+__all__ = ["INT4_PROFILE", "calibrate", "insert_int4_weights", "insert_linear_fake_quant", "strip_fake_quant"]
 
 # The schedule's profile name for int4 weight-only models (not an int8 target profile).
 INT4_PROFILE = "int4-weight-only"
