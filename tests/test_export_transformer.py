@@ -16,6 +16,7 @@ from edgekd.decoding import exact_match
 from edgekd.distill.sequence import generate
 from edgekd.errors import EdgekdError, InputError
 from edgekd.export.int4 import packed_weights
+from edgekd.export.onnx_export import read_metadata
 from edgekd.export.runtime import optimized_op_counts
 from edgekd.export.transformer import (
     FAMILIES, SpecialTokens, export_sequence_model, onnx_exact_match, onnx_generate, sequence_parity,
@@ -137,6 +138,16 @@ def test_int4_file_holds_exactly_the_trained_integers(tmp_path):
         codes, scales = (t.numpy() for t in int4_codes(layer))
         assert codes.min() >= -8 and codes.max() <= 7
         assert np.array_equal(in_file[name][0], codes) and np.array_equal(in_file[name][1], scales), name
+
+
+def test_int4_int8_compute_is_recorded_and_close(tmp_path):
+    model = quantized("decoder", "int4")
+    path = tmp_path / "int4-acc4.onnx"
+    export_sequence_model(model, path, "decoder", int4_accuracy_level=4)
+    assert read_metadata(path)["int4_accuracy_level"] == "4"
+    assert sequence_parity(model, path, token_batches("decoder"), min_agreement=0.9)["max_abs_diff"] > 1e-4  # int8 activations
+    with pytest.raises(InputError, match="accuracy level"):
+        export_sequence_model(model, path, "decoder", int4_accuracy_level=7)
 
 
 @pytest.mark.parametrize("family", GENERATING)

@@ -62,6 +62,7 @@ FAMILY_INPUTS: dict[str, tuple[str, ...]] = {
     "seq2seq": (INPUT_IDS, ATTENTION_MASK, DECODER_INPUT_IDS),
 }
 DEFAULT_OPSET = 17
+INT4_ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits: unset, fp32, fp16, bf16, int8 compute
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,17 @@ def export_sequence_model(
     tokens: SpecialTokens | None = None,
     example: Mapping[str, torch.Tensor] | None = None,
     opset: int = DEFAULT_OPSET,
-    int4_accuracy_level: int = 4,
+    int4_accuracy_level: int = 0,
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write `model` to `path` as a checked ONNX file of its family (TorchScript exporter).
 
-    `int4_accuracy_level` is MatMulNBits' compute mode for int4 models: 0 computes in float
-    (closest to PyTorch), 4 quantizes activations to int8 on the fly (the fast kernel)."""
+    `int4_accuracy_level` is MatMulNBits' compute mode for int4 models: 0 computes in float, as
+    the model trained; 4 also quantizes activations to int8 inside the kernel, which training never
+    saw — faster at batch 1 on VNNI CPUs (bench/RESULTS.md), at some cost in parity."""
     path, family = Path(path), check_family(family)
+    if int4_accuracy_level not in INT4_ACCURACY_LEVELS:
+        raise InputError(f"int4 accuracy level must be one of {INT4_ACCURACY_LEVELS} (MatMulNBits), got {int4_accuracy_level}")
     names = FAMILY_INPUTS[family]
     example = dict(example) if example is not None else example_inputs(family)
     device = next(model.parameters()).device
