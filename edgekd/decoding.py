@@ -20,7 +20,6 @@ share one batch without position-id bookkeeping.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -44,19 +43,6 @@ class Generation:
 
     tokens: list[list[int]]
     finished: list[bool]
-
-    def save(self, path: str | Path) -> None:
-        """One .npz file (flat tokens + offsets): the sequence-level distillation cache."""
-        lengths = np.array([len(t) for t in self.tokens], dtype=np.int64)
-        flat = np.array([tok for row in self.tokens for tok in row], dtype=np.int64)
-        np.savez(path, tokens=flat, offsets=np.concatenate([[0], np.cumsum(lengths)]), finished=np.array(self.finished))
-
-    @classmethod
-    def load(cls, path: str | Path) -> Generation:
-        with np.load(path) as data:
-            flat, offsets = data["tokens"], data["offsets"]
-            tokens = [flat[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
-            return cls(tokens, data["finished"].tolist())
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_token_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:

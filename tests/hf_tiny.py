@@ -23,22 +23,22 @@ def bert_classifier(seed: int = 0, hidden: int = 32, labels: int = 3, init_range
     return transformers.BertForSequenceClassification(config).eval()
 
 
-def gpt2_lm(seed: int = 0, hidden: int = 32, layers: int = 2, init_range: float = 0.02) -> torch.nn.Module:
+def gpt2_lm(seed: int = 0, hidden: int = 32, layers: int = 2, init_range: float = 0.02, vocab: int = VOCAB) -> torch.nn.Module:
     """A wide `init_range` gives a random model whose greedy generations vary (not one token repeated)."""
     torch.manual_seed(seed)
     config = transformers.GPT2Config(
-        vocab_size=VOCAB, n_embd=hidden, n_layer=layers, n_head=2, n_positions=64,
+        vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=2, n_positions=64,
         bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD, initializer_range=init_range,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
     return transformers.GPT2LMHeadModel(config).eval()
 
 
-def t5_seq2seq(seed: int = 0, hidden: int = 32, init_range: float = 1.0) -> torch.nn.Module:
+def t5_seq2seq(seed: int = 0, hidden: int = 32, init_range: float = 1.0, vocab: int = VOCAB) -> torch.nn.Module:
     """T5 scales its initialisation by `initializer_factor` (1.0 is its default)."""
     torch.manual_seed(seed)
     config = transformers.T5Config(
-        vocab_size=VOCAB, d_model=hidden, d_kv=16, d_ff=2 * hidden, num_layers=2, num_heads=2,
+        vocab_size=vocab, d_model=hidden, d_kv=16, d_ff=2 * hidden, num_layers=2, num_heads=2,
         decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS, initializer_factor=init_range, dropout_rate=0.0,
     )
     return transformers.T5ForConditionalGeneration(config).eval()

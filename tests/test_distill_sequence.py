@@ -9,11 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgekd.distill.sequence import DIVERGENCES, causal_lm_batch, next_token_targets, token_divergence
+from edgekd.distill.sequence import DIVERGENCES, token_divergence
 from edgekd.distill.topk_cache import TopKCache, TopKCacheWriter, bytes_per_token, index_dtype
 from edgekd.errors import InputError
-
-PAD, EOS = 0, 1
 
 # Two sequences of three positions over a vocabulary of four; the last position of row 1 is padding.
 STUDENT = [[[1.5, -0.3, 0.2, 0.0], [0.1, 0.4, -2.0, 1.0], [0.3, 0.3, 0.0, -1.0]],
@@ -108,16 +106,6 @@ def test_bad_settings_are_input_errors():
         token_divergence(s, s, divergence="jsd", beta=1.5)
     with pytest.raises(InputError, match="differ in shape"):
         token_divergence(s, torch.zeros(1, 5))
-
-
-def test_next_token_targets_cover_answer_tokens_only():
-    batch = causal_lm_batch([[5, 6, 7], [8]], [[9, EOS], [10, 11, EOS]], PAD)
-    assert batch["input_ids"].tolist() == [[5, 6, 7, 9, EOS], [8, 10, 11, EOS, PAD]]
-    # Position i predicts token i+1: row 0 predicts 9 (from position 2) and EOS; row 1 predicts 10, 11, EOS.
-    assert batch["target_mask"].tolist() == [[False, False, True, True, False], [True, True, True, False, False]]
-    assert batch["targets"][batch["target_mask"]].tolist() == [9, EOS, 10, 11, EOS]
-    targets, mask = next_token_targets(batch["input_ids"], batch["attention_mask"])
-    assert mask.sum() == 4 + 3
 
 
 # ---- top-k cache --------------------------------------------------------------------------------

@@ -1,16 +1,20 @@
-"""Greedy generation (batched, right-padded, EOS) against a one-prompt-at-a-time loop, and
-sequence-level distillation: a student trained on a teacher's generations reproduces them."""
+"""Greedy generation (batched, right-padded, EOS) against a one-prompt-at-a-time loop and against
+Hugging Face's own `.generate`, and sequence-level distillation through the generation cache:
+a student trained on a teacher's cached generations reproduces them."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from edgekd.decoding import Generation, exact_match
-from edgekd.distill.sequence import answers_with_eos, causal_lm_batch, generate, model_inputs, seq2seq_batch
+from edgekd.decoding import exact_match
+from edgekd.distill.generation_cache import cached_generate
+from edgekd.distill.sequence import generate, greedy_generate_fn
+from edgekd.distill.stepbystep import TrainingPair, encode_pairs, hf_generate_fn, token_cross_entropy
 from edgekd.outputs import logits_of
 from tests.hf_tiny import EOS, PAD, START, gpt2_lm, prompts, t5_seq2seq
+from tests.stepbystep_support import CHARS, VOCAB as CHAR_VOCAB, forward_of
+
 
 def one_by_one(model, prompt, max_new_tokens, seq2seq):
     """The plainest greedy loop: one unpadded row, the whole prefix every step."""
@@ -37,7 +41,6 @@ def one_by_one(model, prompt, max_new_tokens, seq2seq):
 def test_batched_generation_equals_one_prompt_at_a_time(family):
     seq2seq = family == "seq2seq"
     model = t5_seq2seq() if seq2seq else gpt2_lm()
-    model.config.eos_token_id = EOS
     batch = prompts(6)
     generation = generate(model, batch, max_new_tokens=7, eos_token_id=EOS, pad_token_id=PAD,
                           decoder_start_token_id=START if seq2seq else None)  # fmt: skip
@@ -45,7 +48,7 @@ def test_batched_generation_equals_one_prompt_at_a_time(family):
     assert all(len(t) == 7 or done for t, done in zip(generation.tokens, generation.finished))
 
 
-def test_eos_stops_a_row_and_generations_round_trip(tmp_path):
+def test_eos_stops_a_row():
     model = gpt2_lm(seed=3)
     batch = prompts(8, seed=1)
     free = generate(model, batch, max_new_tokens=5, eos_token_id=None, pad_token_id=PAD)
@@ -54,35 +57,43 @@ def test_eos_stops_a_row_and_generations_round_trip(tmp_path):
     assert stopped.finished[0] and stopped.tokens[0] == free.tokens[0][: free.tokens[0].index(stop_token)]
     for free_row, row, done in zip(free.tokens, stopped.tokens, stopped.finished):
         assert row == (free_row[: free_row.index(stop_token)] if done else free_row)
-    stopped.save(tmp_path / "generations.npz")
-    assert Generation.load(tmp_path / "generations.npz") == stopped
 
 
-def test_sequence_level_kd_teaches_the_student_the_teachers_generations():
-    """A smaller student trained with cross-entropy on the teacher's greedy answers reproduces them."""
-    teacher, student = gpt2_lm(seed=0, hidden=48, init_range=0.5), gpt2_lm(seed=1, hidden=32)
-    train = prompts(16, seed=2)
-    answers = answers_with_eos(generate(teacher, train, max_new_tokens=6, eos_token_id=EOS, pad_token_id=PAD), EOS)
-    batch = causal_lm_batch(train, answers, PAD)
-    before = generate(student, train, max_new_tokens=6, eos_token_id=EOS, pad_token_id=PAD)
+def char_prompts(count: int, seed: int) -> list[str]:
+    return [CHARS.decode(p) for p in prompts(count, seed=seed)]
+
+
+@pytest.mark.parametrize("architecture", ["decoder", "seq2seq"])
+def test_greedy_generate_fn_writes_what_hugging_face_generate_writes(architecture):
+    """The shared loop (right padding, whole prefix) and HF's (left padding for decoders, KV cache) agree."""
+    model = (gpt2_lm if architecture == "decoder" else t5_seq2seq)(seed=5, init_range=0.5 if architecture == "decoder" else 1.0, vocab=CHAR_VOCAB)
+    texts = char_prompts(8, seed=6)
+    ours = greedy_generate_fn(model, CHARS, architecture, max_new_tokens=6)(texts)
+    theirs = hf_generate_fn(model, CHARS, architecture, max_new_tokens=6)(texts)
+    assert ours == theirs and len(set(ours)) > 1
+
+
+def test_sequence_level_kd_teaches_the_student_the_teachers_cached_generations(tmp_path):
+    """Kim & Rush's sequence-level KD: a smaller student trained with cross-entropy on the teacher's
+    greedy answers (generated once, then read from the cache) reproduces them."""
+    teacher = gpt2_lm(seed=0, hidden=48, init_range=0.5, vocab=CHAR_VOCAB)
+    student = gpt2_lm(seed=1, hidden=32, vocab=CHAR_VOCAB)
+    texts = char_prompts(16, seed=2)
+    teacher_fn = greedy_generate_fn(teacher, CHARS, "decoder", max_new_tokens=6)
+    answers, counts = cached_generate(teacher_fn, texts, tmp_path / "cache")
+    assert counts == {"generated": 16, "reused": 0}
+    assert cached_generate(teacher_fn, texts, tmp_path / "cache") == (answers, {"generated": 0, "reused": 16})
+    student_fn = greedy_generate_fn(student, CHARS, "decoder", max_new_tokens=6)
+    before = student_fn(texts)
+    batch = encode_pairs([TrainingPair(t, a, "label") for t, a in zip(texts, answers)], CHARS, "decoder")
+    forward = forward_of(student, "decoder")
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
     student.train()
     for _ in range(120):
-        logits = logits_of(student(**model_inputs(batch)))
-        loss = F.cross_entropy(logits[batch["target_mask"]], batch["targets"][batch["target_mask"]])
+        loss = token_cross_entropy(forward(batch), batch.target_ids, batch.target_mask)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    after = generate(student, train, max_new_tokens=6, eos_token_id=EOS, pad_token_id=PAD)
-    target = [a[:-1] if a[-1] == EOS else a for a in answers]
-    assert exact_match(before.tokens, target) < 0.2
-    assert exact_match(after.tokens, target) >= 0.9
-
-
-def test_seq2seq_batch_is_teacher_forcing():
-    batch = seq2seq_batch([[5, 6], [7]], [[8, EOS], [9, 10, EOS]], PAD, START)
-    assert batch["decoder_input_ids"].tolist() == [[START, 8, EOS], [START, 9, 10]]
-    assert batch["targets"][batch["target_mask"]].tolist() == [8, EOS, 9, 10, EOS]
-    model = t5_seq2seq()
-    logits = logits_of(model(**model_inputs(batch)))
-    assert logits.shape == (2, 3, model.config.vocab_size)
+    student.eval()
+    assert exact_match(before, answers) < 0.2
+    assert exact_match(student_fn(texts), answers) >= 0.9

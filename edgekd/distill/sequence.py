@@ -14,8 +14,10 @@ next-token distributions at every real target token, with a choice of divergence
 Both distributions are softmax(z / T); the result is multiplied by T², as `kd_loss` does, so the
 gradients keep their scale when the temperature changes. The mean runs over the masked tokens.
 
-Sequence level: the teacher's greedy generations (`generate`, on the shared loop in
-`edgekd.decoding`) become the student's targets; `Generation.save` caches them.
+Sequence level: the teacher's greedy generations become the student's targets. `greedy_generate_fn`
+turns `generate` (the loop shared with ONNX Runtime, `edgekd.decoding`) into the text `Generate` that
+`edgekd.distill.generation_cache.cached_generate` caches; the answers are then ordinary targets
+(`edgekd.distill.stepbystep.encode_pairs`), and `token_divergence` takes a `TokenBatch`'s target_mask.
 
 >>> student = torch.tensor([[[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]]]); mask = torch.tensor([[True, False]])
 >>> round(float(token_divergence(student, student, mask, divergence="jsd")), 6)  # equal distributions
@@ -36,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.decoding import Generation, NextTokenLogits, greedy_decode, pad_rows
+from edgekd.decoding import Generation, NextTokenLogits, greedy_decode
+from edgekd.distill.prompting import Generate
+from edgekd.distill.stepbystep import Architecture, Tokens
 from edgekd.errors import InputError
 from edgekd.outputs import logits_of
 
@@ -98,54 +102,6 @@ def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return (p * (log_p.masked_fill(absent, 0.0) - log_q.masked_fill(absent, 0.0))).sum(-1)
 
 
-def next_token_targets(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_lengths: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a causal LM, where position i predicts token i+1: the targets (batch, length) and
-    the mask of positions whose next token is real and, with prompts, part of the answer."""
-    targets = torch.roll(input_ids, -1, dims=1)
-    mask = torch.roll(attention_mask.bool(), -1, dims=1)
-    mask[:, -1] = False
-    if prompt_lengths is not None:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        mask &= positions[None, :] + 1 >= prompt_lengths.to(input_ids.device)[:, None]
-    return targets, mask
-
-
-def causal_lm_batch(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """prompt + answer per row, right-padded: input_ids, attention_mask, and `targets`/`target_mask`
-    covering the answer tokens only (what sequence-level KD trains on)."""
-    if len(prompts) != len(answers):
-        raise InputError(f"{len(prompts)} prompts for {len(answers)} answers")
-    ids, mask = pad_rows([list(p) + list(a) for p, a in zip(prompts, answers)], pad_token_id)
-    input_ids, attention_mask = torch.from_numpy(ids), torch.from_numpy(mask)
-    targets, target_mask = next_token_targets(input_ids, attention_mask, torch.tensor([len(p) for p in prompts]))
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "targets": targets, "target_mask": target_mask}
-
-
-def seq2seq_batch(
-    sources: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_token_id: int, decoder_start_token_id: int
-) -> dict[str, torch.Tensor]:
-    """Encoder input, and the decoder fed the answer shifted right behind the start token (teacher forcing)."""
-    if len(sources) != len(answers) or any(len(a) == 0 for a in answers):
-        raise InputError("every source needs one answer of at least one token")
-    input_ids, attention_mask = (torch.from_numpy(a) for a in pad_rows(sources, pad_token_id))
-    targets, target_mask = (torch.from_numpy(a) for a in pad_rows(answers, pad_token_id))
-    decoder_input_ids = torch.cat([torch.full((len(answers), 1), decoder_start_token_id), targets[:, :-1]], dim=1)
-    return {
-        "input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids,
-        "targets": targets, "target_mask": target_mask.bool(),
-    }  # fmt: skip
-
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids")
-
-
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The entries of a batch that the model reads (not the targets)."""
-    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
-
-
 class TorchNextToken:
     """`NextTokenLogits` of a PyTorch model called with Hugging Face's keyword inputs."""
 
@@ -183,6 +139,20 @@ def generate(
         model.train(was_training)
 
 
-def answers_with_eos(generation: Generation, eos_token_id: int) -> list[list[int]]:
-    """Sequence-level KD targets: each generation, ended by EOS where the teacher ended it."""
-    return [tokens + [eos_token_id] if finished else list(tokens) for tokens, finished in zip(generation.tokens, generation.finished)]
+def greedy_generate_fn(model: nn.Module, tokens: Tokens, architecture: Architecture, *, max_new_tokens: int) -> Generate:
+    """A text `Generate` (what `edgekd.distill.generation_cache.cached_generate` caches) on `generate`:
+    it serves any model called with Hugging Face's keyword inputs, built-in ones without `.generate`
+    too, and decodes exactly as ONNX Runtime does on the exported file. Sources are encoded as
+    `encode_pairs` encodes them (a seq2seq source ends in EOS); outputs stop before EOS."""
+    if architecture not in ("decoder", "seq2seq"):
+        raise InputError(f"architecture must be decoder or seq2seq, not {architecture!r}")
+
+    def run(prompts: list[str]) -> list[str]:
+        suffix = [tokens.eos_id] if architecture == "seq2seq" else []
+        generation = generate(
+            model, [tokens.encode(p) + suffix for p in prompts], max_new_tokens=max_new_tokens, eos_token_id=tokens.eos_id,
+            pad_token_id=tokens.pad_id, decoder_start_token_id=tokens.start_id if architecture == "seq2seq" else None,
+        )  # fmt: skip
+        return [tokens.decode(row) for row in generation.tokens]
+
+    return run
