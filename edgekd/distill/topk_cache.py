@@ -2,8 +2,8 @@
 top-k log-probabilities with their token indices and the log of the remaining mass — what
 recovery phases read instead of running the teacher.
 
-On disk, a folder (written under a temporary name, then renamed, so a half-written cache
-never exists):
+On disk, a folder (streamed into `<name>.partial`, synced, then renamed, so a half-written
+cache never exists under its name):
 
     meta.json      format, k, vocab size, dtypes, counts
     values.bin     (tokens, k) float16   top-k log-probabilities, largest first
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import shutil
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekd.errors import InputError
+from edgekd.files import write_atomic
 
 FORMAT = "edgekd.topk/1"
 VALUE_DTYPE = np.dtype(np.float16)
@@ -115,10 +117,12 @@ class TopKCacheWriter:
 
     def close(self) -> TopKCache:
         for handle in self.files.values():
+            handle.flush()
+            os.fsync(handle.fileno())
             handle.close()
         info = CacheInfo(self.k, self.vocab_size, len(self.offsets) - 1, self.offsets[-1])
-        np.asarray(self.offsets, dtype=OFFSET_DTYPE).tofile(self.staging / "offsets.bin")
-        (self.staging / "meta.json").write_text(json.dumps(info.to_json(), indent=1))
+        write_atomic(self.staging / "offsets.bin", np.asarray(self.offsets, dtype=OFFSET_DTYPE).tobytes())
+        write_atomic(self.staging / "meta.json", json.dumps(info.to_json(), indent=1))
         shutil.rmtree(self.path, ignore_errors=True)
         self.staging.rename(self.path)
         return TopKCache.open(self.path)
