@@ -345,8 +345,15 @@ def _min_speedup(report: dict[str, Any], config: GatesConfig) -> GateResult:
         return _unmeasurable("min_speedup", config.min_speedup, "x", _no_speedup(report, config))
     speedup = _speedup(report, batch)
     low, high = speedup["ci"]
-    what = f"speedup vs teacher at batch {batch} (95% CI {low:.2f}–{high:.2f})"
+    what = f"speedup vs teacher at batch {batch} ({_latency_mode(report)}, 95% CI {low:.2f}–{high:.2f})"
     return _verdict("min_speedup", speedup["ratio"], config.min_speedup, "x", what)
+
+
+def _latency_mode(report: dict[str, Any]) -> str:
+    """How the speedup was measured; reports from before deployment mode were paired."""
+    latency = report.get("latency", {})
+    mode = latency.get("mode", "paired")
+    return f"{mode} mode, spinning {latency['spinning']}" if "spinning" in latency else f"{mode} mode"
 
 
 def _max_latency_ms(report: dict[str, Any], config: GatesConfig) -> GateResult:

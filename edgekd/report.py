@@ -168,6 +168,14 @@ def _speedups(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return sorted(speedup.items(), key=lambda kv: int(kv[0]))
 
 
+def _speed_method(latency: dict[str, Any]) -> str:
+    """Which bench mode the speedups come from (reports before deployment mode were paired), and its findings."""
+    text = f"speed measured in {latency.get('mode', 'paired')} mode"
+    if "spinning" in latency:
+        text += f", thread spinning {latency['spinning']}"
+    return text + "".join(f"; finding: {finding}" for finding in latency.get("findings", []))
+
+
 def _headline(report: dict[str, Any]) -> Text:
     teacher, student, deployed = report["teacher"], report["student"], deployed_artefact(report)
     parts = [
@@ -180,6 +188,8 @@ def _headline(report: dict[str, Any]) -> Text:
     parts += [
         f"{s['ratio']:.2f}× faster at batch {batch} (95% CI {s['ci'][0]:.2f}–{s['ci'][1]:.2f})" for batch, s in _speedups(report)
     ]
+    if _speedups(report):
+        parts.append(_speed_method(report["latency"]))
     return Text("; ".join(parts) + ".")
 
 
