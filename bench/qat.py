@@ -31,9 +31,9 @@ import torch
 import edgekd
 import edgekd.export  # noqa: F401  (registers the export stage)
 import edgekd.quant  # noqa: F401  (registers the qat stage)
-from common import machine, ort_quantize_static, stamp
+from common import machine, stamp
 from edgekd.data import DataBundle, load_data
-from edgekd.export.runtime import optimized_op_counts, run, session
+from edgekd.export.runtime import optimized_op_counts, ort_quantize_static, run, session
 from edgekd.recipe import load_recipe
 from edgekd.run import Run
 

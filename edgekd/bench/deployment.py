@@ -27,7 +27,7 @@ from typing import Any
 from edgekd.bench.backends.base import BackendOptions, backend_class
 from edgekd.bench.fresh import run_fresh
 from edgekd.bench.result import DeployedCase, ProcessRun, RatioResult
-from edgekd.bench.stats import ratio_over_rounds
+from edgekd.bench.stats import RoundRatio, ratio_over_rounds
 from edgekd.bench.timing import Timing, TimingSettings, measure, rotation
 from edgekd.errors import InputError
 
@@ -120,15 +120,21 @@ def round_ratios(cases: Sequence[DeployedCase], confidence: float) -> list[Ratio
     ratios = []
     for case in cases:
         reference = next(c for c in cases if c.batch == case.batch and c.condition == case.condition)
-        if case is reference:
-            continue
-        per_round = [
-            mine.median_ms(case.batch) / theirs.median_ms(case.batch)
-            for mine, theirs in zip(_by_round(case.processes), _by_round(reference.processes))
-        ]
-        ratio = ratio_over_rounds(per_round, confidence)
-        ratios.append(RatioResult(case.batch, case.model, reference.model, ratio, case.condition))
+        if case is not reference:
+            ratio = ratio_between(case, reference, confidence)
+            ratios.append(RatioResult(case.batch, case.model, reference.model, ratio, case.condition))
     return ratios
+
+
+def ratio_between(case: DeployedCase, reference: DeployedCase, confidence: float = 0.95) -> RoundRatio:
+    """case / reference, round by round (the two measured in the same rounds), as a median over rounds.
+
+    Any two models of a deployment run compare this way, not only a model and the first."""
+    per_round = [
+        mine.median_ms(case.batch) / theirs.median_ms(reference.batch)
+        for mine, theirs in zip(_by_round(case.processes), _by_round(reference.processes), strict=True)
+    ]
+    return ratio_over_rounds(per_round, confidence)
 
 
 def _by_round(processes: Sequence[ProcessRun]) -> list[ProcessRun]:
