@@ -39,6 +39,7 @@ def test_one_fresh_process_per_model_condition_and_round(deployed):
     assert deployed.mode == "deployment" and len(processes) == 2 * 2 * 2
     pids = [p.pid for p in processes]
     assert len(set(pids)) == len(pids) and os.getpid() not in pids
+    assert all(p.machine["others_busy_cores"] >= 0 and p.machine["steal_cores"] >= 0 for p in processes)
     placed = {(p.model, p.condition, p.round) for p in processes}
     assert placed == {(m, c, r) for m in ("small", "large") for c in ("on", "off") for r in (0, 1)}
     # The order rotates: round 0 starts with the first model, round 1 with the second.
@@ -55,6 +56,10 @@ def test_one_fresh_process_per_model_condition_and_round(deployed):
     assert {r["condition"] for r in data["results"]} == {"on", "off"}
     assert all(len(r["pids"]) == 2 and len(r["process_medians_ms"]) == 2 for r in data["results"])
     assert data["models"][0]["description"]["session_options"] == "ONNX Runtime defaults except intra_op_num_threads=1"
+    console = Console(record=True, width=200)
+    render(deployed, console)
+    text = console.export_text()
+    assert "batch 2 · spinning off" in text and "spinning off / spinning on (latency ratio, median over rounds): small b1" in text
 
 
 def test_ratios_and_intervals_are_taken_over_rounds(deployed):
@@ -110,6 +115,7 @@ def test_a_model_slow_in_every_other_process_is_flagged_bimodal(models, tmp_path
     slow = [m > 2.0 for m in case.process_medians_ms]  # sleeps 2 ms per call; the model itself takes µs
     assert slow.count(True) == 2 and slow.count(False) == 2
     assert case.finding.startswith("bimodal: 2/4 processes at ") and [m.count for m in case.modes] == [2, 2]
+    assert "(other processes' load, cores: " in case.finding
     assert result.findings == [f"small at batch 1, spinning on: {case.finding}"]
     console = Console(record=True, width=200)
     render(result, console)

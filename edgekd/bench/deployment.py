@@ -78,6 +78,7 @@ def run_rounds(
                     ProcessRun(
                         model.name, condition, round_index, position, found["pid"], found["started_unix"] - start,
                         found["creation_s"], {int(b): Timing.from_json(t) for b, t in found["timings"].items()},
+                        found["machine"],
                     )
                 )  # fmt: skip
                 position += 1
@@ -85,7 +86,8 @@ def run_rounds(
 
 
 def time_here(spec: dict[str, Any]) -> dict[str, Any]:
-    """In the fresh process: load the model, time each batch size, hand back every latency."""
+    """In the fresh process: load the model, time each batch size, hand back every latency, and what
+    else ran on the machine meanwhile."""
     started = time.time()
     options = BackendOptions.from_json(spec["options"])
     backend = backend_class(spec["backend"])()
@@ -94,6 +96,7 @@ def time_here(spec: dict[str, Any]) -> dict[str, Any]:
     creation_s = time.perf_counter() - load_start
     settings = TimingSettings.from_json(spec["timing"])
     timings = {}
+    before = _machine_snapshot()
     try:
         for batch in spec["batches"]:
             target = runner.bind(options.inputs.make(runner.input_specs, batch, spec["model"]))
@@ -101,7 +104,31 @@ def time_here(spec: dict[str, Any]) -> dict[str, Any]:
             timings[str(batch)] = timing.to_json()
     finally:
         runner.close()
-    return {"pid": os.getpid(), "started_unix": started, "creation_s": creation_s, "timings": timings}
+    machine = _machine_activity(before, _machine_snapshot())
+    return {"pid": os.getpid(), "started_unix": started, "creation_s": creation_s, "timings": timings, "machine": machine}
+
+
+def _machine_snapshot() -> tuple[float, float, float, float] | None:
+    """(wall s, this process's CPU s, the machine's busy CPU s, its stolen CPU s); None without /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    ticks = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return time.perf_counter(), own.user + own.system, (user + nice + system + irq + softirq) / ticks, steal / ticks
+
+
+def _machine_activity(
+    before: tuple[float, float, float, float] | None, after: tuple[float, float, float, float] | None
+) -> dict[str, float] | None:
+    """While this process timed: the cores other processes kept busy on average, and the share of a core
+    the hypervisor stole — both slow a process down without showing in its own timings' spread."""
+    if before is None or after is None:
+        return None
+    wall, own, busy, steal = (b - a for a, b in zip(before, after))
+    return {"wall_s": wall, "others_busy_cores": max(busy - own, 0.0) / wall, "steal_cores": steal / wall}
 
 
 def deployed_cases(processes: Sequence[ProcessRun], names: Sequence[str], batches: Sequence[int]) -> list[DeployedCase]:

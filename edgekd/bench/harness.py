@@ -165,6 +165,7 @@ def _check_paired_spinning(conditions: tuple[str, ...], count: int) -> None:
 
 def _run(models: Sequence[Any], settings: BenchSettings, *, profile: bool, memory: bool, roofline: bool) -> BenchResult:
     notes: list[str] = []
+    board = None
     load = {"before_timing": _load_average()}
     processes: tuple[ProcessRun, ...] = ()
     with _loaded(models, settings) as loaded:
@@ -177,8 +178,9 @@ def _run(models: Sequence[Any], settings: BenchSettings, *, profile: bool, memor
         # Every session of this process is closed: the fresh processes run beside an idle parent.
         processes, cases, ratios = _deploy(loaded, settings)
         load["after_timing"] = _load_average()
-        with _loaded(models, settings) as loaded:
-            cases, board = _in_process_passes(loaded, cases, settings, profile, notes)
+        if profile or jetson.available():
+            with _loaded(models, settings) as loaded:
+                cases, board = _in_process_passes(loaded, cases, settings, profile, notes)
     if memory:
         cases = _memory_pass(loaded, cases, settings.options, notes)
     peak = None
@@ -204,9 +206,9 @@ def _in_process_passes(
 @contextmanager
 def _loaded(models: Sequence[Any], settings: BenchSettings) -> Iterator[list[Loaded]]:
     loaded = _load_all(models, settings.backend, settings.options)
-    if settings.mode == "deployment":
-        _check_deployable(loaded)
     try:
+        if settings.mode == "deployment":
+            _check_deployable(loaded)
         yield loaded
     finally:
         for item in loaded:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgekd.bench.deployment import ratio_between
 from edgekd.bench.result import CONFIDENCE, SESSION_RESOLUTION, BenchResult, Case, DeployedCase
 from edgekd.bench.stats import CV_UNSTABLE, RoundRatio
 
@@ -19,6 +20,8 @@ def render(result: BenchResult, console: Console) -> None:
     for batch in result.settings.options.batch_sizes:
         for condition in result.conditions:
             console.print(_batch_table(result, batch, condition))
+    for line in _condition_differences(result):
+        console.print(line)
     for finding in result.findings:
         console.print(f"[yellow]finding: {escape(finding)}[/]")
     profiled = {(case.model, case.batch): case for case in result.cases if case.profile}
@@ -59,6 +62,22 @@ def _header(result: BenchResult) -> str:
     if result.board:
         lines.append(f"Jetson: power mode {result.board['power_mode']}, clocks locked: {result.board['clocks_locked']}")
     return "\n".join(lines)
+
+
+def _condition_differences(result: BenchResult) -> list[str]:
+    """Each further spinning setting against the first, per model and batch: the median over rounds of
+    the per-round ratio of process medians (both settings run in every round)."""
+    first, *others = result.conditions
+    lines = []
+    for other in others:
+        parts = []
+        for model in result.models:
+            for batch in result.settings.options.batch_sizes:
+                mine, theirs = result.case(model.name, batch, other), result.case(model.name, batch, first)
+                assert isinstance(mine, DeployedCase) and isinstance(theirs, DeployedCase)
+                parts.append(f"{escape(model.name)} b{batch} {ratio_between(mine, theirs).median_ratio:.2f}")
+        lines.append(f"spinning {other} / spinning {first} (latency ratio, median over rounds): " + ", ".join(parts))
+    return lines
 
 
 def _batch_table(result: BenchResult, batch: int, condition: str) -> Table:

@@ -204,6 +204,7 @@ class ProcessRun:
     started_s: float  # since the first process of the run started
     creation_s: float
     timings: dict[int, Timing]
+    machine: dict[str, float] | None = None  # others' CPU load and steal while it timed (Linux)
 
     def median_ms(self, batch: int) -> float:
         return float(np.median(self.timings[batch].blocks_s)) * 1e3
@@ -212,6 +213,7 @@ class ProcessRun:
         return {
             "model": self.model, "condition": self.condition, "round": self.round, "position": self.position,
             "pid": self.pid, "started_s": self.started_s, "session_creation_ms": self.creation_s * 1e3,
+            "machine": self.machine,
             "batches": {
                 str(batch): {
                     "median_ms": self.median_ms(batch), "runs": timing.runs,
@@ -263,7 +265,15 @@ class DeployedCase:
 
     @property
     def finding(self) -> str | None:
-        return multimodality(self.process_medians_ms)
+        """The processes' disagreement, if any, with what else kept the machine busy in each mode's processes."""
+        finding = multimodality(self.process_medians_ms)
+        if finding is None or any(p.machine is None for p in self.processes):
+            return finding
+        loads = []
+        for mode in sorted(self.modes, key=lambda m: (-m.count, m.median_ms)):
+            inside = [p.machine["others_busy_cores"] for p in self.processes if mode.low_ms <= p.median_ms(self.batch) <= mode.high_ms]  # type: ignore[index]
+            loads.append(f"{np.mean(inside):.2f}")
+        return f"{finding} (other processes' load, cores: {' / '.join(loads)})"
 
     @property
     def runs(self) -> int:
