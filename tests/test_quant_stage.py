@@ -83,11 +83,12 @@ def test_stem_auto_times_both_candidates_in_deployment_mode_and_ships_the_choice
     placement = int8["placement"]
     assert int8["stem"] == placement["choice"] in ("int8", "float") and placement["mode"] == "deployment"
     assert placement["rotation"] == ["teacher", "student.int8.stem-int8", "student.int8.stem-float"]
-    for entry in placement["batches"].values():
+    assert set(placement["timings"]) == {"spinning on, batch 1", "spinning on, batch 8"}
+    for entry in placement["timings"].values():
         ratio = entry["float_vs_int8"]
-        assert ratio["rounds"] == 2 and ratio["median_ratio"] == pytest.approx(sorted(ratio["per_round"])[0] / 2 + sorted(ratio["per_round"])[1] / 2)
+        assert ratio["rounds"] == 2 and ratio["median_ratio"] == pytest.approx(sum(ratio["per_round"]) / 2)
         assert entry["int8_ms"] > 0 and entry["float_ms"] > 0
-    wins = all(entry["float_vs_int8"]["ci_high"] < 1 for entry in placement["batches"].values())
+    wins = all(entry["float_vs_int8"]["ci_high"] < 1 for entry in placement["timings"].values())
     assert placement["choice"] == ("float" if wins else "int8")
     assert placement["layout_changes"]["float"] > placement["layout_changes"]["int8"]
     assert read_metadata(tmp_path / "run" / int8["path"])["int8_stem"] == placement["choice"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -24,7 +24,7 @@ from edgekd.bench.result import DeployedCase
 from edgekd.export.runtime import layout_changes
 from edgekd.stage import StrictModel
 
-RULE = "float stem only if faster than the int8 stem in every round at every batch size (deployment mode)"
+RULE = "float stem only if faster than the int8 stem in every round, at every batch size and spinning setting (deployment mode)"
 
 
 class StemTiming(StrictModel):
@@ -33,6 +33,7 @@ class StemTiming(StrictModel):
     rounds: int = Field(4, ge=2)
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
     threads: int | None = Field(None, ge=1)
+    spinning: list[Literal["on", "off", "stop"]] = Field(default_factory=lambda: ["on"], min_length=1)
     warmup_s: float = Field(0.2, ge=0)
     min_duration_s: float = Field(0.3, gt=0)
     with_teacher: bool = True
@@ -43,28 +44,29 @@ def choose_stem(files: Mapping[str, Path], teacher: Path | None, timing: StemTim
     rotation = ([teacher] if teacher and timing.with_teacher else []) + [files["int8"], files["float"]]
     result = benchmark(
         rotation, rounds=timing.rounds, batch_sizes=tuple(timing.batch_sizes), threads=timing.threads,
-        warmup_s=timing.warmup_s, min_duration_s=timing.min_duration_s, memory=False, roofline=False,
+        spinning=timing.spinning, warmup_s=timing.warmup_s, min_duration_s=timing.min_duration_s, memory=False,
+        roofline=False,
     )  # fmt: skip
     int8_name, float_name = (model.name for model in result.models[-2:])
-    batches = {}
-    for batch in timing.batch_sizes:
-        int8, float_ = (result.case(name, batch) for name in (int8_name, float_name))
-        assert isinstance(int8, DeployedCase) and isinstance(float_, DeployedCase)
-        batches[str(batch)] = {
-            "int8_ms": int8.median_ms,
-            "float_ms": float_.median_ms,
-            "float_vs_int8": ratio_between(float_, int8).to_json(),
-        }
-    float_wins = all(entry["float_vs_int8"]["ci_high"] < 1 for entry in batches.values())
+    cells = {}
+    for condition in result.conditions:
+        for batch in timing.batch_sizes:
+            int8, float_ = (result.case(name, batch, condition) for name in (int8_name, float_name))
+            assert isinstance(int8, DeployedCase) and isinstance(float_, DeployedCase)
+            cells[f"spinning {condition}, batch {batch}"] = {
+                "int8_ms": int8.median_ms,
+                "float_ms": float_.median_ms,
+                "float_vs_int8": ratio_between(float_, int8).to_json(),
+            }
+    float_wins = all(cell["float_vs_int8"]["ci_high"] < 1 for cell in cells.values())
     record = {
         "choice": "float" if float_wins else "int8",
         "rule": RULE,
         "mode": "deployment",
         "rounds": timing.rounds,
         "threads": timing.threads,
-        "spinning": result.conditions[0],
         "rotation": [model.name for model in result.models],
-        "batches": batches,
+        "timings": cells,
         "findings": result.findings,
         "layout_changes": {kind: layout_changes(path) for kind, path in files.items()},
     }
