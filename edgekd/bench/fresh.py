@@ -1,5 +1,5 @@
-"""Bench jobs that run in a fresh Python process: the peak-memory probe (`edgekd.bench.memory`)
-and deployment-mode timing (`edgekd.bench.deployment`). One mechanism for both.
+"""Bench jobs that run in a fresh Python process: the peak-memory probes (`edgekd.bench.memory`,
+`edgekd.bench.generation`) and deployment-mode timing (`edgekd.bench.deployment`). One mechanism for all.
 
 The parent sends `{"job": name, "spec": {...}}` as JSON on stdin; the child runs the job and
 prints its result as one JSON line, or `{"error": ..., "input_error": bool}` when the job
@@ -32,6 +32,7 @@ CHILD = (
 JOBS = {
     "memory": "edgekd.bench.memory:measure_here",
     "deployment": "edgekd.bench.deployment:time_here",
+    "generation-memory": "edgekd.bench.generation:memory_here",
 }
 
 
