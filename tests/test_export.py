@@ -14,7 +14,7 @@ from edgekd.data import load_data
 from edgekd.errors import EdgekdError, InputError
 from edgekd.export import export_onnx, onnx_accuracy, optimized_op_counts, parity, read_metadata
 from edgekd.export.runtime import layout_changes, ort_quantize_static
-from edgekd.models import build_model, models
+from edgekd.models import build_model, model_names
 from edgekd.quant import FakeQuantize, QuantLayer, calibrate, insert_fake_quant, profiles, to_float
 from edgekd.quant.graph import float_stem
 
@@ -71,7 +71,7 @@ def test_exported_int8_values_are_the_fake_quant_values(profile, digits, tmp_pat
 @pytest.mark.parametrize("profile", ["ort-x86", "tensorrt"])
 @pytest.mark.parametrize(
     "name",
-    models.names(),
+    model_names("image"),
 )
 def test_every_builtin_model_exports_and_matches_in_onnxruntime(name, profile, digits, tmp_path):
     model = quantized_model(SMALL_SPECS[name], profile, digits)
@@ -97,7 +97,7 @@ def test_ort_x86_export_runs_as_fused_integer_kernels(spec, digits, tmp_path):
     assert ops["DequantizeLinear"] == 0 and ops["QuantizeLinear"] == 1  # only the model input
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", model_names("image"))
 def test_ort_x86_int8_stem_export_changes_layout_no_more_than_quantize_static(name, digits, tmp_path):
     """ONNX Runtime's own quantizer on the same float weights is the bar: in the graph ORT runs, edgekd's
     int8 file has no more Transposes and NCHWc reorders (each a pass over an activation tensor)."""

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from edgekd.errors import InputError
-from edgekd.models import build_model, load_state_dict_file, models, parse_spec
+from edgekd.models import build_model, load_state_dict_file, model_names, parse_spec
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", model_names("image"))
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 28, 28)])
 def test_every_registered_model_builds_and_runs(name, shape):
     model = build_model(name, in_channels=shape[0], num_classes=7, image_size=shape[-1]).eval()

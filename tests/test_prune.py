@@ -12,7 +12,7 @@ from torch import nn
 
 from edgekd.data import load_data
 from edgekd.errors import EdgekdError, InputError, RecipeError
-from edgekd.models import build_model, models
+from edgekd.models import build_model, model_names
 from edgekd.prune import ChannelPruner, PruneConfig, importances
 from edgekd.recipe import load_recipe
 
@@ -64,7 +64,7 @@ def prune_to_fraction(model: nn.Module, example: torch.Tensor, fraction: float, 
     return start, pruner.prune_to(start * fraction)
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", model_names("image"))
 def test_every_builtin_model_pruned_to_half_its_macs_still_exports_to_onnx(name, digits, tmp_path):
     model = build_model(name, in_channels=1, num_classes=10)
     images = digits.test.tensors[0][:8]

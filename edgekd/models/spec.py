@@ -1,5 +1,6 @@
-"""Model specs: `"resnet_s(depth=14, width=32)"` for a built-in, or
-`"pkg.module:callable(width=8)"` for user code, turned into a module.
+"""Model specs: `"resnet_s(depth=14, width=32)"` for a built-in,
+`"pkg.module:callable(width=8)"` for user code, `"hf:path/to/dir"` or
+`"hf-config:gpt2(n_layer=2)"` for Hugging Face models, turned into a module.
 
 >>> parse_spec("resnet_s(depth=14, width=32)")
 ('resnet_s', {'depth': 14, 'width': 32})
@@ -12,14 +13,18 @@ from __future__ import annotations
 import ast
 import inspect
 import pickle
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.models.registry import models
+from edgekd.facts import DataFacts
+from edgekd.models.hf import build_hf, is_hf_spec
+from edgekd.models.outputs import Inputs, run_model
+from edgekd.models.registry import card_of, model_names, models
 from edgekd.registry import load_callable
 
 
@@ -52,18 +57,25 @@ def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def build_model(
-    spec: str, *, in_channels: int, num_classes: int, image_size: int | None = None, extra: dict[str, Any] | None = None
-) -> nn.Module:
-    """Build the module a spec names; the dataset supplies `in_channels`, `num_classes` and, for
-    builders that take it (vit_s), `image_size` — unless the spec sets them itself."""
+def build_model(spec: str, facts: DataFacts | None = None, *, extra: dict[str, Any] | None = None, **fact_fields: Any) -> nn.Module:
+    """Build the module a spec names for data described by `facts`.
+
+    A builder receives the facts it takes as keyword arguments (`in_channels`, `num_classes`,
+    `image_size`, `vocab_size`, `max_length`, `pad_id`, …) unless the spec sets them itself.
+    Keyword facts are a shorthand: `build_model("cnn", in_channels=1, num_classes=10)`.
+    `hf:DIR` and `hf-config:TYPE(...)` specs build Hugging Face models (edgekd.models.hf)."""
+    try:
+        facts = replace(facts or DataFacts(), **fact_fields)
+    except TypeError as exc:
+        raise TypeError(f"build_model: {exc}; facts are {', '.join(f.name for f in fields(DataFacts))}") from None
     name, kwargs = parse_spec(spec)
     kwargs.update(extra or {})
+    if is_hf_spec(name):
+        return build_hf(name, kwargs, facts)
     builder = load_callable(name) if ":" in name else models.get(name)
-    from_data = {"in_channels": in_channels, "num_classes": num_classes}
-    if image_size is not None:
-        from_data["image_size"] = image_size
-    dataset_kwargs = {k: v for k, v in _accepted(builder, from_data).items() if k not in kwargs}
+    if ":" not in name:
+        _check_task(name, facts)
+    dataset_kwargs = {k: v for k, v in _accepted(builder, facts.builder_kwargs()).items() if k not in kwargs}
     try:
         model = builder(**dataset_kwargs, **kwargs)
     except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:  # arguments the builder cannot use
@@ -73,15 +85,28 @@ def build_model(
     return model
 
 
+def _check_task(name: str, facts: DataFacts) -> None:
+    """A built-in serves the inputs and tasks on its card; say which data settings it needs otherwise."""
+    card = card_of(name)
+    if card.inputs != facts.inputs or facts.task not in card.tasks:
+        raise InputError(
+            f"model {name!r} takes {card.inputs} inputs for {' or '.join(card.tasks)}, but the data gives "
+            f"{facts.inputs} inputs for {facts.task}; choose a model for this data "
+            f"(for {facts.inputs}: {', '.join(model_names(facts.inputs)) or 'none built in'})"
+        )
+
+
 @torch.no_grad()
-def check_runs(model: nn.Module, example: torch.Tensor, spec: str) -> None:
+def check_runs(model: nn.Module, example: Inputs, spec: str) -> None:
     """One forward pass in eval mode on a real input, so a spec that cannot run on the data
-    (`cnn(width=0)`, a too-small image for its strides) fails before training, naming the spec."""
+    (`cnn(width=0)`, a too-small image for its strides) fails before training, naming the spec.
+    `example` is a batch's inputs: images, or a text batch's keyword arguments."""
     was_training = model.training
     try:
-        model.eval()(example)
+        run_model(model.eval(), example)
     except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as exc:
-        shape = "×".join(str(d) for d in example.shape[1:])
+        first = next(iter(example.values())) if isinstance(example, Mapping) else example
+        shape = "×".join(str(d) for d in first.shape[1:])
         raise InputError(f"model spec {spec!r} does not run on the data's input ({shape}): {_first_line(exc)}") from None
     finally:
         model.train(was_training)

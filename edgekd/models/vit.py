@@ -2,9 +2,8 @@
 multi-head self-attention, mean-pooled tokens, a linear classifier.
 
 The attention computes q, k, v with one `qkv` Linear and reads its head layout
-from `num_heads` and `head_dim` — the layout torch-pruning's `num_heads`
-handling expects, so pruning can shrink head dimensions (or whole heads) and
-then update those two attributes.
+from `num_heads` and `head_dim`, so pruning can remove whole heads and update
+`num_heads` (edgekd.prune.attention).
 
 >>> model = vit_s(in_channels=1, num_classes=10, image_size=8, patch_size=2, dim=32, depth=1, heads=2)
 >>> model(torch.zeros(3, 1, 8, 8)).shape
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.models.registry import models
+from edgekd.models.registry import ModelCard, described, models
 
 
 class Attention(nn.Module):
@@ -84,6 +83,7 @@ class VisionTransformerS(nn.Module):
 
 
 @models.register
+@described(ModelCard(tiny="vit_s(dim=16, depth=1, heads=2)"))
 def vit_s(
     in_channels: int = 1,
     num_classes: int = 10,
