@@ -1,8 +1,11 @@
-"""What the report measures about a model: accuracy, MACs, parameters, bytes."""
+"""What the report measures about a model: accuracy, MACs, parameters, bytes; and for
+generation, token accuracy, exact match and perplexity."""
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 import torch_pruning as tp
@@ -10,6 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from edgekd.errors import NotFinite
+from edgekd.facts import IGNORE_INDEX
+from edgekd.models.outputs import Inputs, first_samples
 
 
 @torch.no_grad()
@@ -41,11 +46,75 @@ def state_bytes(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def measure(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """MACs for one sample (batch 1), trainable parameter count, and state bytes."""
+def measure(model: nn.Module, example_input: Inputs) -> dict[str, int]:
+    """MACs for one sample (batch 1), trainable parameter count, and state bytes; the example is a tensor
+    or a text batch's keyword arguments."""
     was_training = model.training
     model.eval()
-    macs, _ = tp.utils.count_ops_and_params(model, example_input[:1])
+    macs, _ = tp.utils.count_ops_and_params(model, first_samples(example_input))
     model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
     return {"macs": int(macs), "params": int(params), "size_bytes": state_bytes(model)}
+
+
+# Generation: per-token logits (B, T, V) against per-token targets (B, T), IGNORE_INDEX where nothing is scored.
+
+@dataclass
+class GenerationScores:
+    """Sums over scored tokens and sequences; add batches with `update`, read rates with `result`.
+
+    Exact match is counted under teacher forcing: a sequence matches when every one of its target
+    tokens (the end token included) is the model's top choice after the true prefix — exactly when
+    greedy decoding would reproduce the target, so it needs no generation loop.
+
+    >>> scores = GenerationScores()
+    >>> scores.update(torch.tensor([[[2.0, 0.0], [0.0, 2.0]]]), torch.tensor([[0, -100]]))
+    >>> scores.result()["token_accuracy"], scores.result()["exact_match"]
+    (1.0, 1.0)
+    """
+
+    correct: int = 0
+    tokens: int = 0
+    nll: float = 0.0
+    matched: int = 0
+    sequences: int = 0
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        scored = targets != IGNORE_INDEX
+        safe = targets.masked_fill(~scored, 0)
+        hits = (logits.argmax(-1) == safe) & scored
+        log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+        has_target = scored.any(dim=-1)
+        self.correct += int(hits.sum())
+        self.tokens += int(scored.sum())
+        self.nll -= float((log_probs * scored).sum())
+        self.matched += int(((hits | ~scored).all(dim=-1) & has_target).sum())
+        self.sequences += int(has_target.sum())
+
+    def result(self) -> dict[str, float]:
+        """token_accuracy and exact_match in [0, 1]; perplexity = exp(mean negative log-likelihood per token)."""
+        return {
+            "token_accuracy": self.correct / max(self.tokens, 1),
+            "exact_match": self.matched / max(self.sequences, 1),
+            "perplexity": math.exp(self.nll / max(self.tokens, 1)),
+        }
+
+
+def generation_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Token accuracy, teacher-forced exact match and perplexity of one batch (see GenerationScores)."""
+    scores = GenerationScores()
+    scores.update(logits, targets)
+    return scores.result()
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Share of decoded answers equal to their reference, ignoring surrounding and repeated whitespace.
+
+    >>> exact_match([" 42", "7 "], ["42", "8"])
+    0.5
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    same = sum(" ".join(p.split()) == " ".join(r.split()) for p, r in zip(predictions, references))
+    return same / max(len(references), 1)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edgekd.data.bundle import DataBundle, make_bundle, split_indices
 from edgekd.data.registry import datasets
-from edgekd.data.sources import load_arrays, read_idx
+from edgekd.data.sources import load_source, read_idx
+from edgekd.data.text import TextBundle, TextData, make_text_bundle
 
 
 def load_data(
@@ -18,14 +20,20 @@ def load_data(
     test_split: float = 0.2,
     limit: int | None = None,
     options: dict[str, Any] | None = None,
+    workdir: str | Path | None = None,
 ) -> DataBundle:
     """Load a dataset by name and split it deterministically from `seed`.
 
-    `limit` keeps N training samples (after a seeded shuffle) — for smoke runs. The arrays are
-    checked before anything trains (`edgekd.data.checks`)."""
-    x, y, x_test, y_test = load_arrays(dataset, root, options or {})
+    `limit` keeps N training samples (after a seeded shuffle) — for smoke runs. Image arrays are
+    checked before anything trains (`edgekd.data.checks`); text rows as they are read
+    (`edgekd.data.text`). Text data gives a TextBundle; a tokenizer it trains is saved in
+    `workdir`/tokenizer."""
+    found = load_source(dataset, root, options or {})
+    if isinstance(found, TextData):
+        return make_text_bundle(found, name=dataset, seed=seed, val_split=val_split, test_split=test_split, limit=limit, workdir=workdir)
+    x, y, x_test, y_test = found
     source = f"dataset {dataset!r}" + (f" (data.root {root!r})" if root else "")
     return make_bundle(dataset, x, y, x_test, y_test, seed=seed, val_split=val_split, test_split=test_split, limit=limit, source=source)
 
 
-__all__ = ["DataBundle", "datasets", "load_data", "make_bundle", "read_idx", "split_indices"]
+__all__ = ["DataBundle", "TextBundle", "TextData", "datasets", "load_data", "make_bundle", "read_idx", "split_indices"]

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from edgekd.data.checks import check_arrays, check_classes
+from edgekd.facts import DataFacts
 
 
 @dataclass
@@ -47,6 +48,15 @@ class DataBundle:
     @property
     def in_channels(self) -> int:
         return self.input_shape[0]
+
+    @property
+    def facts(self) -> DataFacts:
+        """What a model built for this data needs to know (edgekd.models.build_model)."""
+        return DataFacts(in_channels=self.in_channels, num_classes=self.num_classes, image_size=self.input_shape[-1])
+
+    def inputs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """A batch as the model takes it: the images themselves (a TextBundle gives keyword arguments)."""
+        return x
 
     def loader(
         self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0, indexed: bool = False,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data.registry import datasets
+from edgekd.data.text import TextData
 from edgekd.errors import InputError
 
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
@@ -159,8 +160,9 @@ def _read_image(file: Path, image_size: int, grayscale: bool) -> np.ndarray:
         raise InputError(f"image {str(file)!r} cannot be read: {exc}") from None
 
 
-def load_arrays(name: str, root: str | None, options: dict[str, Any]) -> Arrays:
-    """Arrays for a dataset name: a registered one or a `"pkg.module:factory"` returning the same 4-tuple."""
+def load_source(name: str, root: str | None, options: dict[str, Any]) -> Arrays | TextData:
+    """What a dataset name gives: a registered one or a `"pkg.module:factory"` returning either image
+    arrays (x_train, y_train, x_test or None, y_test or None) or TextData."""
     from edgekd.registry import load_callable
 
     factory = load_callable(name) if ":" in name else datasets.get(name)
@@ -170,11 +172,17 @@ def load_arrays(name: str, root: str | None, options: dict[str, Any]) -> Arrays:
         option_names = ", ".join(sorted(options)) or "no options"
         raise InputError(
             f"data.dataset {name!r} cannot be called as factory(root=…, **data.options) with {option_names}: {exc}. "
-            "A dataset factory is `def factory(root=None, **options)` returning (x_train, y_train, x_test or None, y_test or None)"
+            "A dataset factory is `def factory(root=None, **options)` returning (x_train, y_train, x_test or None, y_test or None) "
+            "or edgekd.data.text.TextData"
         ) from None
     except ValueError:  # no signature to read (a builtin): let the call say
         pass
     result = factory(root=root, **options)
+    if isinstance(result, TextData):
+        return result
     if not (isinstance(result, tuple) and len(result) == 4):
-        raise InputError(f"dataset {name!r} must return (x_train, y_train, x_test or None, y_test or None)")
+        raise InputError(
+            f"dataset {name!r} must return (x_train, y_train, x_test or None, y_test or None), or "
+            "edgekd.data.text.TextData for text"
+        )
     return result
