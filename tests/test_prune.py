@@ -81,15 +81,15 @@ def test_every_builtin_model_pruned_to_half_its_macs_still_exports_to_onnx(name,
     assert np.abs(got - expected).max() < 1e-4
 
 
-def test_vit_pruning_shrinks_head_dimensions_and_keeps_heads_consistent(digits):
+def test_vit_pruning_removes_whole_heads_and_keeps_heads_consistent(digits):
     model = build_model("vit_s(dim=32, depth=2, heads=4)", in_channels=1, num_classes=10)
     prune_to_fraction(model, digits.test.tensors[0][:1], 0.5)
     for block in model.blocks:
         attention = block.attn
-        assert attention.num_heads == 4
-        assert attention.head_dim < 8
+        assert attention.num_heads < 4 and attention.head_dim == 8  # heads go whole; their size stays
         assert attention.qkv.out_features == 3 * attention.num_heads * attention.head_dim
         assert attention.proj.in_features == attention.num_heads * attention.head_dim
+        assert attention.proj.out_features == 32  # the hidden size is kept unless prune.hidden is on
     assert model(digits.test.tensors[0][:3]).shape == (3, 10)
 
 

@@ -34,7 +34,12 @@ class PruneConfig(StrictModel):
     `ratio`: fraction of the prunable channels to remove. `target_macs` / `target_params`:
     the fraction of the teacher's MACs / parameters to end at. `max_layer_ratio` is
     torch-pruning's max_pruning_ratio, counted from each layer's width when the stage
-    began: a layer below that share is pruned no further (its last increment may take 5% more)."""
+    began: a layer below that share is pruned no further (its last increment may take 5% more).
+
+    Transformers (models with attention modules) lose whole heads (`heads`), MLP widths and,
+    with `hidden`, their hidden size (edgekd.prune.transformer). `attention_heads` declares
+    attention modules whose head count is in an attribute edgekd does not know:
+    `{"blocks.*.attn": "heads"}` (module path glob → attribute, updated after pruning)."""
 
     ratio: float | None = Field(None, gt=0, lt=1)
     target_macs: float | None = Field(None, gt=0, lt=1)
@@ -47,6 +52,9 @@ class PruneConfig(StrictModel):
     ignore: tuple[str, ...] = ()
     sparsity: SparsityConfig | None = None
     taylor_batches: int = Field(4, ge=1)
+    heads: bool = True
+    hidden: bool = False
+    attention_heads: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("importance")
     @classmethod

@@ -1,6 +1,7 @@
 """What pruning needs to know about a model before torch-pruning touches it:
-which layer is the classifier, which modules the user wants kept, which
-attention modules carry head counts, and whether every layer can be traced.
+which layer is the classifier, which modules the user wants kept, and whether
+every layer can be traced. Inputs may be a tensor or a text batch's keyword
+arguments; outputs anything `logits_of` reads.
 
 >>> from edgekd.models import build_model
 >>> model = build_model("resnet_s(width=8)", in_channels=1, num_classes=10)
@@ -13,15 +14,21 @@ from __future__ import annotations
 import fnmatch
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from edgekd.errors import InputError
+from edgekd.models.outputs import Inputs, logits_of, run_model
+from edgekd.prune.hf import conv1d_type, out_width
 from edgekd.registry import close_matches
 
-WEIGHTED_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+
+def weighted_layers() -> tuple[type, ...]:
+    """Layer types whose output channels pruning removes (transformers' Conv1D when it is loaded)."""
+    extra = conv1d_type()
+    return (nn.Linear, nn.modules.conv._ConvNd, *([extra] if extra else []))
 
 
 @dataclass
@@ -37,10 +44,15 @@ class Probe:
 @contextmanager
 def tracing(model: nn.Module) -> Iterator[None]:
     """Forward passes that torch-pruning can follow: eval mode (BatchNorm statistics stay put),
-    gradients on and every parameter in the autograd graph, frozen ones included; all restored after."""
+    gradients on and every parameter in the autograd graph, frozen ones included, no key/value
+    cache (a Hugging Face decoder concatenates one along the sequence); all restored after."""
     was_training = model.training
     # By name: pruning replaces parameters with new (trainable) ones, which must end up frozen again.
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    config = getattr(model, "config", None)
+    use_cache = getattr(config, "use_cache", None)
+    if use_cache:
+        config.use_cache = False  # type: ignore[union-attr]
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -48,6 +60,8 @@ def tracing(model: nn.Module) -> Iterator[None]:
         with torch.enable_grad():
             yield
     finally:
+        if use_cache:
+            config.use_cache = use_cache  # type: ignore[union-attr]
         model.train(was_training)
         parameters = dict(model.named_parameters())
         for name in frozen:
@@ -59,37 +73,40 @@ def _in_graph(value: Any) -> bool:
         return value.requires_grad
     if isinstance(value, (tuple, list)):
         return any(_in_graph(v) for v in value)
+    if isinstance(value, Mapping):  # a Hugging Face ModelOutput
+        return any(_in_graph(v) for v in value.values())
     return False
 
 
 def output_width(module: nn.Module) -> int:
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels  # type: ignore[return-value]
+    return module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else out_width(module)  # type: ignore[return-value]
 
 
-def probe(model: nn.Module, example_input: torch.Tensor) -> Probe:
+def probe(model: nn.Module, example_input: Inputs) -> Probe:
     """Run the model once, as torch-pruning will trace it, with hooks on every module."""
     names = {module: name for name, module in model.named_modules()}
     result = Probe()
     widths: list[tuple[str, int]] = []
+    layer_types = weighted_layers()
 
     def record(module: nn.Module, inputs: Any, output: Any) -> None:
         name = names[module]
         result.executed.append(name)
         if _in_graph(inputs) and not _in_graph(output):
             result.cuts.append(name)
-        if isinstance(module, WEIGHTED_LAYERS):
+        if isinstance(module, layer_types):
             widths.append((name, output_width(module)))
 
     handles = [module.register_forward_hook(record) for module in model.modules()]
     try:
         with tracing(model):
-            output = model(example_input)
+            logits = logits_of(run_model(model, example_input))
     finally:
         for handle in handles:
             handle.remove()
-    if isinstance(output, torch.Tensor) and output.dim() == 2:
-        # The classifier is the last weighted layer to run whose width is the number of classes.
-        result.classifier = next((name for name, width in reversed(widths) if width == output.shape[1]), None)
+    if logits.dim() >= 2:
+        # The classifier (or language-model head) is the last weighted layer to run whose width is the logits'.
+        result.classifier = next((name for name, width in reversed(widths) if width == logits.shape[-1]), None)
     return result
 
 
@@ -109,30 +126,11 @@ def ignored_modules(model: nn.Module, patterns: tuple[str, ...] | list[str], cla
     return [modules[name] for name in sorted(chosen)]
 
 
-def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
-    """Head counts of timm-style attention modules (a `qkv` Linear and an int `num_heads`), keyed by their qkv."""
-    return {
-        module.qkv: module.num_heads
-        for module in model.modules()
-        if isinstance(getattr(module, "qkv", None), nn.Linear) and isinstance(getattr(module, "num_heads", None), int)
-    }
-
-
 def head_groups(model: nn.Module) -> dict[nn.Module, int]:
     """torch's nn.MultiheadAttention modules and their head counts: their embedding channels come in that
     many groups, so torch-pruning removes the same dimensions from every head and the width stays a
-    multiple of the head count (timm-style attention goes through `attention_heads` instead)."""
+    multiple of the head count (other attention modules lose whole heads: edgekd.prune.attention)."""
     return {module: module.num_heads for module in model.modules() if isinstance(module, nn.MultiheadAttention)}
-
-
-def sync_attention(model: nn.Module, heads: dict[nn.Module, int]) -> None:
-    """After pruning, make each attention module's forward read the new head layout."""
-    for module in model.modules():
-        qkv = getattr(module, "qkv", None)
-        if qkv in heads:
-            module.num_heads = heads[qkv]
-            if hasattr(module, "head_dim"):
-                module.head_dim = qkv.out_features // (3 * module.num_heads)
 
 
 def check_traced(model: nn.Module, traced: set[Any], found: Probe, ignored: list[nn.Module]) -> None:

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch_pruning as tp
 
+from edgekd.prune.attention import HeadScore
 from edgekd.registry import Registry
 
 Importance = tp.importance.Importance
@@ -24,19 +25,23 @@ Importance = tp.importance.Importance
 
 @dataclass(frozen=True)
 class Criterion:
-    """A way to rank channels; register your own with `importances.register(Criterion(...), name=...)`."""
+    """A way to rank channels; register your own with `importances.register(Criterion(...), name=...)`.
+
+    `head_score` ranks whole attention heads: the L1 or L2 norm of their weights, |weight·gradient|
+    (taylor) or random."""
 
     build: Callable[[], Importance]
     needs_gradients: bool = False
+    head_score: HeadScore = "l2"
 
 
 importances: Registry[Criterion] = Registry("importance criterion")
 
-importances.register(Criterion(lambda: tp.importance.GroupMagnitudeImportance(p=1)), name="group_l1")
+importances.register(Criterion(lambda: tp.importance.GroupMagnitudeImportance(p=1), head_score="l1"), name="group_l1")
 importances.register(Criterion(lambda: tp.importance.GroupMagnitudeImportance(p=2)), name="group_l2")
-importances.register(Criterion(tp.importance.GroupTaylorImportance, needs_gradients=True), name="taylor")
+importances.register(Criterion(tp.importance.GroupTaylorImportance, needs_gradients=True, head_score="taylor"), name="taylor")
 importances.register(Criterion(tp.importance.BNScaleImportance), name="bn_scale")
 importances.register(Criterion(tp.importance.LAMPImportance), name="lamp")
 importances.register(Criterion(tp.importance.FPGMImportance), name="fpgm")
 # A baseline: draws from torch's global generator, which ChannelPruner.prune_to seeds per step.
-importances.register(Criterion(tp.importance.RandomImportance), name="random")
+importances.register(Criterion(tp.importance.RandomImportance, head_score="random"), name="random")

@@ -1,11 +1,13 @@
 """Structured pruning towards a measured target.
 
 torch-pruning removes channels through its dependency graph, so residual adds,
-depthwise convolutions, concatenations and attention heads stay consistent.
-Targets are reached by measurement, not by formula: the pruner steps in
-increments of 5% of each layer's channels, one dependency group at a time, and
-measures MACs, parameters or channels after every change until the value is at
-or below the aim — so it overshoots by at most one group's channels.
+depthwise convolutions and concatenations stay consistent; transformers lose whole
+attention heads (edgekd.prune.transformer). Targets are reached by measurement, not
+by formula: the pruner steps in increments of 5% of each layer's channels, one
+dependency group at a time, and measures MACs, parameters or channels after every
+change until the value is at or below the aim — so it overshoots by at most one
+group's channels. A Hugging Face model, whose config holds one size per kind, always
+finishes an increment so that every layer stays alike.
 
 >>> from edgekd.models import build_model
 >>> model = build_model("resnet_s(width=8)", in_channels=1, num_classes=10)
@@ -18,7 +20,7 @@ True
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch_pruning as tp
@@ -26,24 +28,19 @@ from torch import nn
 
 from edgekd.errors import EdgekdError, InputError
 from edgekd.metrics import measure
+from edgekd.models.outputs import Inputs, flatten_tokens, logits_of, move_inputs, run_model
+from edgekd.prune.attention import find_attention
 from edgekd.prune.config import Metric, PruneConfig
-from edgekd.prune.graph import (
-    WEIGHTED_LAYERS,
-    attention_heads,
-    check_traced,
-    head_groups,
-    ignored_modules,
-    output_width,
-    probe,
-    sync_attention,
-    tracing,
-)
+from edgekd.prune.graph import check_traced, head_groups, ignored_modules, output_width, probe, tracing, weighted_layers
+from edgekd.prune.hf import customized_pruners, family_of, is_hf_model, mlp_layers
 from edgekd.prune.importances import importances
+from edgekd.prune.transformer import TransformerSteps
 
 # The pruner's schedule: increment k asks every layer for 5·k% fewer channels than it had at the start.
 INCREMENTS = 20
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+# (inputs, targets) pairs: inputs as the model takes them (a tensor, or a text batch's keyword arguments).
+Batches = Iterable[tuple[Inputs, torch.Tensor]]
 
 
 def aim_for_step(start: float, target: float, step: int, steps: int) -> float:
@@ -63,20 +60,39 @@ class ChannelPruner:
     With `regularization` it builds torch-pruning's GroupNormPruner instead, whose
     `regularize(model)` adds the group-norm sparsity penalty to the gradients."""
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor, config: PruneConfig, *, regularization: float | None = None):
+    def __init__(self, model: nn.Module, example_input: Inputs, config: PruneConfig, *, regularization: float | None = None):
         self.model = model
         self.example_input = example_input
         self.config = config
         self.criterion = importances.get(config.importance)
+        self.uniform = is_hf_model(model)
+        if self.uniform and config.global_pruning:
+            raise InputError(
+                "prune.global_pruning: a Hugging Face config holds one width per kind of layer, so every layer must "
+                "keep the same width; prune with global_pruning: false"
+            )
         found = probe(model, example_input)
         ignored = ignored_modules(model, config.ignore, found.classifier)
         kept = {sub for module in ignored for sub in module.modules()}
-        self.layers = [m for m in model.modules() if isinstance(m, WEIGHTED_LAYERS) and m not in kept]
+        layer_types = weighted_layers()
+        self.layers = [m for m in model.modules() if isinstance(m, layer_types) and m not in kept]
         self.names = {module: name for name, module in model.named_modules()}
-        self.pruner = self._build(ignored, regularization)
+        self.transformer = TransformerSteps(model, find_attention(model, example_input, config.attention_heads), config, self.criterion.head_score)
+        self.pruner = self._build(ignored + self._left_to_others(), regularization)
         check_traced(model, set(self.pruner.DG.module2node), found, ignored)
+        self.transformer.attach(self.pruner.DG, self.pruner.estimate_importance, self.names, kept)
+
+    def _left_to_others(self) -> list[nn.Module]:
+        """Layers whose widths torch-pruning's schedule leaves alone: attention heads and residual streams
+        (TransformerSteps prunes them) and, in a Hugging Face model, every width its config cannot hold."""
+        left = self.transformer.ignored()
+        if family_of(self.model) is not None:
+            mlp, layer_types = set(mlp_layers(self.model)), weighted_layers()
+            left += [m for m in self.model.modules() if isinstance(m, layer_types) and m not in mlp]
+        return left
 
     def _build(self, ignored: list[nn.Module], regularization: float | None) -> tp.pruner.BasePruner:
+        custom = customized_pruners()
         settings = dict(
             global_pruning=self.config.global_pruning,
             pruning_ratio=1.0,
@@ -85,9 +101,12 @@ class ChannelPruner:
             ignored_layers=ignored,
             round_to=self.config.round_to,
             # Fresh dicts: torch-pruning mutates these and its defaults are shared between pruners.
-            num_heads=attention_heads(self.model),
             in_channel_groups=head_groups(self.model),
             out_channel_groups=head_groups(self.model),
+            num_heads={},
+            customized_pruners=custom,
+            root_module_types=[tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR, tp.ops.TORCH_LSTM, *custom],
+            output_transform=logits_of,
         )
         with tracing(self.model), warnings.catch_warnings():
             # Unwrapped parameters (a ViT's position embedding) are pruned along their last dimension, as wanted.
@@ -114,9 +133,11 @@ class ChannelPruner:
         return measure(self.model, self.example_input)[metric]
 
     def widths(self) -> dict[str, list[int]]:
-        """[in, out] channels of every layer the pruner can shrink, by module path."""
+        """[in, out] channels of every layer the pruner can shrink, by module path (for an attention
+        module: its head count twice)."""
         init_in, init_out = self.pruner.layer_init_in_ch, self.pruner.layer_init_out_ch
-        return {self.names[m]: [init_in[m], init_out[m]] for m in init_out if m in self.names}
+        layers = {self.names[m]: [init_in[m], init_out[m]] for m in init_out if m in self.names}
+        return layers | self.transformer.widths()
 
     def limit_widths(self, original: dict[str, list[int]]) -> None:
         """Apply max_layer_ratio to the widths a layer had before its stage began, not to today's."""
@@ -124,9 +145,10 @@ class ChannelPruner:
             name = self.names.get(module)
             if name in original:
                 self.pruner.layer_init_in_ch[module], self.pruner.layer_init_out_ch[module] = original[name]
+        self.transformer.limit_widths(original)
 
     def prune_to(self, aim: float, *, seed: int = 0, gradient_batches: Batches = ()) -> int:
-        """Remove channels until `config.metric` measures ≤ `aim`; returns the measured value.
+        """Remove channels (and heads) until `config.metric` measures ≤ `aim`; returns the measured value.
 
         Raises EdgekdError when nothing more can be removed before the aim is met."""
         metric = self.config.metric
@@ -138,32 +160,44 @@ class ChannelPruner:
         with tracing(self.model), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             while value > aim:
-                if self.pruner.current_step >= self.pruner.iterative_steps or self.pruner.initial_total_channels == 0:
+                if self.pruner.current_step >= self.pruner.iterative_steps or not self._prunable():
                     raise EdgekdError(self._unreachable(metric, aim, value, start))
                 if batches:
                     _accumulate_gradients(self.model, batches)
-                # Group by group, so that an increment stops as soon as the aim is met (round_to makes big groups).
-                for group in self.pruner.step(interactive=True):
-                    group.prune()
-                    sync_attention(self.model, self.pruner.num_heads)
-                    if _parameter_count(self.model) != size:  # measure only when something was removed
+                # Removal by removal, so that an increment stops as soon as the aim is met (round_to makes big groups);
+                # a uniform model is measured once its increment is complete (between removals its layers differ).
+                for where, remove in self._increment():
+                    remove()
+                    if _parameter_count(self.model) != size and not self.uniform:  # measure only when something was removed
                         size = _parameter_count(self.model)
-                        value = self._measure_pruned(metric, group)
+                        value = self._measure_pruned(metric, where)
                         if value <= aim:
                             break
+                if self.uniform:
+                    value = self._measure_pruned(metric, f"increment {self.pruner.current_step}")
+        self.transformer.sync()
         self.model.zero_grad(set_to_none=True)
         return value
 
-    def _measure_pruned(self, metric: Metric, group: tp.Group) -> int:
-        """`measure` after `group` was removed; a forward pass it broke is named, with the usual cause."""
+    def _prunable(self) -> bool:
+        return self.pruner.initial_total_channels > 0 or self.transformer.can_prune()
+
+    def _increment(self) -> Iterator[tuple[str, Callable[[], None]]]:
+        """(what, how) of every removal in the next increment: torch-pruning's channel groups, then heads and hidden sizes."""
+        for group in self.pruner.step(interactive=True):
+            yield f"channels of {self.names.get(group[0].dep.target.module, '?')!r}", group.prune
+        yield from self.transformer.actions(self.pruner.current_step, INCREMENTS)
+
+    def _measure_pruned(self, metric: Metric, where: str) -> int:
+        """`measure` after a removal; a forward pass it broke is named, with the usual cause."""
         try:
             return self.measure(metric)
         except RuntimeError as exc:
-            root = self.names.get(group[0].dep.target.module, "?")
             raise InputError(
-                f"after torch-pruning removed channels of {root!r}, the model's forward fails: {' '.join(str(exc).split())}. "
+                f"after torch-pruning removed {where}, the model's forward fails: {' '.join(str(exc).split())}. "
                 "A width the model keeps as a plain Python number (e.g. torchvision VisionTransformer.hidden_dim, "
-                f"used to reshape) is not updated by pruning: keep that width with prune.ignore: [{root!r}]."
+                "used to reshape) is not updated by pruning: keep that layer with prune.ignore, or declare the "
+                "attribute holding an attention module's head count with prune.attention_heads."
             ) from None
 
     def _unreachable(self, metric: str, aim: float, value: int, start: int) -> str:
@@ -180,10 +214,11 @@ def _parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _accumulate_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def _accumulate_gradients(model: nn.Module, batches: list[tuple[Inputs, torch.Tensor]]) -> None:
     """Cross-entropy gradients summed over a few batches, for gradient-based importance."""
     device = next(model.parameters()).device
     model.zero_grad(set_to_none=True)
     with torch.enable_grad():
-        for x, y in batches:
-            nn.functional.cross_entropy(model(x.to(device)), y.to(device)).backward()
+        for inputs, targets in batches:
+            logits = logits_of(run_model(model, move_inputs(inputs, device)))
+            nn.functional.cross_entropy(*flatten_tokens(logits, targets.to(device))).backward()

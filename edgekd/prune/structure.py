@@ -2,9 +2,11 @@
 
 `capture_structure` describes, for every module, its integer attributes (channels,
 features, groups, heads) and the shapes of its own parameters and buffers — all
-JSON-able. `apply_structure` reshapes a freshly built model to match, after which
+JSON-able — and, for a Hugging Face model, the sizes its config holds (under
+"@config"). `apply_structure` reshapes a freshly built model to match, after which
 the pruned state_dict loads as usual. `save_pruned` / `load_pruned` put both in
-one file that `torch.load(weights_only=True)` can read.
+one file that `torch.load(weights_only=True)` can read, with the data facts the
+model was built for.
 
 >>> from edgekd.models import build_model
 >>> pruned = build_model("cnn(width=8)", in_channels=1, num_classes=10)
@@ -18,6 +20,7 @@ one file that `torch.load(weights_only=True)` can read.
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,12 @@ import torch
 from torch import nn
 
 from edgekd.errors import InputError
+from edgekd.facts import DataFacts
 from edgekd.models import build_model
+from edgekd.prune.hf import config_sizes, is_hf_model, restore_sizes
 
 PRUNED_FORMAT = "edgekd.pruned/1"
+CONFIG_KEY = "@config"  # not a module path: a Hugging Face model's config sizes
 
 
 def _is_int(value: Any) -> bool:
@@ -58,6 +64,8 @@ def capture_structure(model: nn.Module) -> dict[str, Any]:
         }
         if any(entry.values()):
             structure[name] = entry
+    if is_hf_model(model):
+        structure[CONFIG_KEY] = config_sizes(model)
     return structure
 
 
@@ -67,6 +75,9 @@ def apply_structure(model: nn.Module, structure: dict[str, Any]) -> None:
     Tensors whose shape changes are replaced by uninitialised ones; load the pruned state_dict next."""
     modules = dict(model.named_modules())
     for name, entry in structure.items():
+        if name == CONFIG_KEY:
+            restore_sizes(model, entry)
+            continue
         module = modules.get(name)
         if module is None:
             raise InputError(f"the pruned structure names module {name!r}, which this model does not have; was it built from another spec?")
@@ -81,15 +92,18 @@ def apply_structure(model: nn.Module, structure: dict[str, Any]) -> None:
             old = getattr(module, key)
             if list(old.shape) != shape:
                 setattr(module, key, old.new_empty(shape))  # an existing buffer name stays a buffer
+    if is_hf_model(model):
+        model.tie_weights()  # reshaping gave tied embeddings separate tensors
 
 
-def save_pruned(model: nn.Module, path: str | Path, spec: str, *, in_channels: int, num_classes: int) -> None:
-    """Write a pruned model as its spec, its structure and its weights — no pickled classes."""
+def save_pruned(model: nn.Module, path: str | Path, spec: str, facts: DataFacts | None = None, **fact_fields: Any) -> None:
+    """Write a pruned model as its spec, the data facts it was built for, its structure and its
+    weights — no pickled classes. Keyword facts are a shorthand, as for build_model."""
+    facts = replace(facts or DataFacts(), **fact_fields)
     payload = {
         "format": PRUNED_FORMAT,
         "spec": spec,
-        "in_channels": in_channels,
-        "num_classes": num_classes,
+        "facts": facts.to_dict(),
         "structure": capture_structure(model),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -121,12 +135,16 @@ def load_pruned(path: str | Path, model_spec: str | None = None, allow_pickle: b
             f"{str(path)!r} is not a pruned model written by save_pruned (no {PRUNED_FORMAT!r} format tag); "
             "a plain state_dict loads with edgekd.models.load_state_dict_file"
         )
-    model = build_model(model_spec or payload["spec"], in_channels=payload["in_channels"], num_classes=payload["num_classes"])
+    # Files from before facts were stored hold in_channels and num_classes beside the spec.
+    facts = DataFacts.from_dict(payload.get("facts") or payload)
+    model = build_model(model_spec or payload["spec"], facts)
     apply_structure(model, payload["structure"])
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise InputError(f"the weights in {str(path)!r} do not fit model {model_spec or payload['spec']!r}: {str(exc).splitlines()[0]}") from None
+    if is_hf_model(model):
+        model.tie_weights()
     return model.eval()
 
 
