@@ -76,6 +76,16 @@ def test_splits_and_limit_are_deterministic_and_a_saved_tokenizer_reloads(tmp_pa
     assert torch.equal(reloaded.train.tensors[0], first.train.tensors[0])
 
 
+def test_a_trained_tokenizer_folder_loads_in_transformers_too(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    path = str(write_jsonl(tmp_path / "reviews.jsonl", review_rows()))
+    data = load_data("text", seed=0, root=path, options=REVIEWS, workdir=tmp_path / "run")
+    auto = transformers.AutoTokenizer.from_pretrained(tmp_path / "run" / "tokenizer")
+    assert (auto.pad_token_id, auto.eos_token_id) == (data.facts.pad_id, data.facts.eos_id)
+    row = data.rows["test"][0]["review"]
+    assert auto(row)["input_ids"] == data.tokenizer.encode([row], special_tokens=True)[0]
+
+
 def test_a_csv_file_and_a_given_label_set_work_like_jsonl(tmp_path):
     path = tmp_path / "reviews.csv"
     rows = review_rows(40)

@@ -86,30 +86,51 @@ class TextTokenizer:
 
 
 def train_tokenizer(texts: Iterable[str], settings: TokenizerTraining) -> TextTokenizer:
-    """A BPE or WordPiece tokenizer trained on `texts` (deterministic for the same texts and settings)."""
+    """A BPE or WordPiece tokenizer trained on `texts`: the same texts and settings give the same tokenizer."""
     lib = require_tokenizers()
-    models, trainers, pre_tokenizers, decoders, normalizers = lib.models, lib.trainers, lib.pre_tokenizers, lib.decoders, lib.normalizers
+    texts = list(texts)
     if settings.kind == "bpe":
-        backend = lib.Tokenizer(models.BPE(unk_token="<unk>"))
+        trainers, pre_tokenizers = lib.trainers, lib.pre_tokenizers
+        backend = lib.Tokenizer(lib.models.BPE(unk_token="<unk>"))
         if settings.lowercase:
-            backend.normalizer = normalizers.Lowercase()
+            backend.normalizer = lib.normalizers.Lowercase()
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        backend.decoder = decoders.ByteLevel()
+        backend.decoder = lib.decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=settings.vocab_size, min_frequency=settings.min_frequency, special_tokens=list(SPECIAL_TOKENS),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
         )
+        backend.train_from_iterator(texts, trainer)
     else:
-        backend = lib.Tokenizer(models.WordPiece(unk_token="<unk>"))
-        backend.normalizer = normalizers.BertNormalizer(lowercase=settings.lowercase)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=settings.vocab_size, min_frequency=settings.min_frequency, special_tokens=list(SPECIAL_TOKENS), show_progress=False
-        )
-    backend.train_from_iterator(list(texts), trainer)
+        backend = _train_wordpiece(lib, texts, settings)
     source = f"{settings.kind} trained on the training split ({backend.get_vocab_size()} tokens)"
     return TextTokenizer(backend, pad_id=0, eos_id=2, source=source)
+
+
+def _wordpiece(lib: ModuleType, vocab: dict[str, int] | None, lowercase: bool) -> Any:
+    backend = lib.Tokenizer(lib.models.WordPiece(vocab, unk_token="<unk>") if vocab else lib.models.WordPiece(unk_token="<unk>"))
+    backend.normalizer = lib.normalizers.BertNormalizer(lowercase=lowercase)
+    backend.pre_tokenizer = lib.pre_tokenizers.BertPreTokenizer()
+    backend.decoder = lib.decoders.WordPiece()
+    return backend
+
+
+def _train_wordpiece(lib: ModuleType, texts: list[str], settings: TokenizerTraining) -> Any:
+    """WordPiece, trained deterministically. The trainer numbers the word-inner pieces ("##e") in
+    hash-map order, and ties between merges follow those numbers, so the same text gives another
+    vocabulary on every run (huggingface/tokenizers#1794). Naming every "##c" up front fixes their
+    numbers; they are then made ordinary vocabulary entries of a fresh WordPiece model."""
+    backend = _wordpiece(lib, None, settings.lowercase)
+    normalize, split = backend.normalizer.normalize_str, backend.pre_tokenizer.pre_tokenize_str
+    alphabet = sorted({char for text in texts for word, _ in split(normalize(text)) for char in word})
+    trainer = lib.trainers.WordPieceTrainer(
+        vocab_size=settings.vocab_size, min_frequency=settings.min_frequency, show_progress=False,
+        special_tokens=[*SPECIAL_TOKENS, *(f"##{char}" for char in alphabet)], initial_alphabet=alphabet,
+    )
+    backend.train_from_iterator(texts, trainer)
+    trained = _wordpiece(lib, backend.get_vocab(), settings.lowercase)
+    trained.add_special_tokens(list(SPECIAL_TOKENS))
+    return trained
 
 
 def load_tokenizer(path: str | Path, *, pad_token: str | None = None, eos_token: str | None = None) -> TextTokenizer:

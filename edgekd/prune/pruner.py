@@ -166,6 +166,7 @@ class ChannelPruner:
                     _accumulate_gradients(self.model, batches)
                 # Removal by removal, so that an increment stops as soon as the aim is met (round_to makes big groups);
                 # a uniform model is measured once its increment is complete (between removals its layers differ).
+                where = ""
                 for where, remove in self._increment():
                     remove()
                     if _parameter_count(self.model) != size and not self.uniform:  # measure only when something was removed
@@ -173,8 +174,8 @@ class ChannelPruner:
                         value = self._measure_pruned(metric, where)
                         if value <= aim:
                             break
-                if self.uniform:
-                    value = self._measure_pruned(metric, f"increment {self.pruner.current_step}")
+                if self.uniform and where:
+                    value = self._measure_pruned(metric, where)
         self.transformer.sync()
         self.model.zero_grad(set_to_none=True)
         return value
@@ -183,21 +184,22 @@ class ChannelPruner:
         return self.pruner.initial_total_channels > 0 or self.transformer.can_prune()
 
     def _increment(self) -> Iterator[tuple[str, Callable[[], None]]]:
-        """(what, how) of every removal in the next increment: torch-pruning's channel groups, then heads and hidden sizes."""
+        """(module path, how) of every removal in the next increment: torch-pruning's channel groups,
+        then heads and hidden sizes."""
         for group in self.pruner.step(interactive=True):
-            yield f"channels of {self.names.get(group[0].dep.target.module, '?')!r}", group.prune
+            yield self.names.get(group[0].dep.target.module, "?"), group.prune
         yield from self.transformer.actions(self.pruner.current_step, INCREMENTS)
 
     def _measure_pruned(self, metric: Metric, where: str) -> int:
-        """`measure` after a removal; a forward pass it broke is named, with the usual cause."""
+        """`measure` after a removal at module `where`; a forward pass it broke is named, with the usual causes."""
         try:
             return self.measure(metric)
         except RuntimeError as exc:
             raise InputError(
-                f"after torch-pruning removed {where}, the model's forward fails: {' '.join(str(exc).split())}. "
+                f"after torch-pruning removed channels of {where!r}, the model's forward fails: {' '.join(str(exc).split())}. "
                 "A width the model keeps as a plain Python number (e.g. torchvision VisionTransformer.hidden_dim, "
-                "used to reshape) is not updated by pruning: keep that layer with prune.ignore, or declare the "
-                "attribute holding an attention module's head count with prune.attention_heads."
+                f"used to reshape) is not updated by pruning: keep that width with prune.ignore: [{where!r}]. An attention "
+                "module whose head count edgekd does not find needs prune.attention_heads: {module path: attribute}."
             ) from None
 
     def _unreachable(self, metric: str, aim: float, value: int, start: int) -> str:

@@ -135,13 +135,13 @@ class TransformerSteps:
         return bool(self.units) and (self.config.heads or self.prunes_hidden)
 
     def actions(self, step: int, increments: int) -> Iterator[tuple[str, Callable[[], None]]]:
-        """(what, how) of the removals of increment `step`: heads first (hidden sizes may follow them)."""
+        """(module path, how) of the removals of increment `step`: heads first (hidden sizes may follow them)."""
         if self.config.heads:
             for tied in self.tied:
-                yield f"heads of {tied[0].name!r}", partial(self._remove_heads, tied, step, increments)
+                yield tied[0].name, partial(self._remove_heads, tied, step, increments)
         if self.prunes_hidden:
             for residual in self.residuals:
-                yield f"hidden channels of {residual.name!r}", partial(self._shrink_hidden, residual, step, increments)
+                yield residual.name, partial(self._shrink_hidden, residual, step, increments)
 
     def _remove_heads(self, tied: list[AttentionUnit], step: int, increments: int) -> None:
         first = tied[0]
