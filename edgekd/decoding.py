@@ -20,7 +20,7 @@ share one batch without position-id bookkeeping.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -130,13 +130,16 @@ def _collect(new: np.ndarray, done: np.ndarray, eos: int | None, pad: int) -> Ge
     return Generation(tokens, done.tolist())
 
 
-def exact_match(predictions: Sequence[Sequence[Any]], references: Sequence[Sequence[Any]]) -> float:
-    """Share of predictions equal to their reference (token lists, or decoded strings)."""
+def exact_match(
+    predictions: Sequence[Sequence[Any]], references: Sequence[Sequence[Any]], normalize: Callable[[Any], Any] = list
+) -> float:
+    """Share of predictions equal to their reference (token lists, or decoded strings) after `normalize`
+    (e.g. `edgekd.data.rationales.normalize_label` for answers read from generated text)."""
     if len(predictions) != len(references):
         raise InputError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         raise InputError("exact match of nothing: no references given")
-    return sum(list(p) == list(r) for p, r in zip(predictions, references)) / len(references)
+    return sum(normalize(p) == normalize(r) for p, r in zip(predictions, references)) / len(references)
 
 
 class OnnxNextToken:

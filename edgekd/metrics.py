@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch_pruning as tp
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from edgekd.errors import NotFinite
 from edgekd.facts import IGNORE_INDEX
-from edgekd.models.outputs import Inputs, first_samples
+from edgekd.outputs import Inputs, first_samples
 
 
 @torch.no_grad()
@@ -106,15 +106,3 @@ def generation_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, 
     scores = GenerationScores()
     scores.update(logits, targets)
     return scores.result()
-
-
-def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Share of decoded answers equal to their reference, ignoring surrounding and repeated whitespace.
-
-    >>> exact_match([" 42", "7 "], ["42", "8"])
-    0.5
-    """
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-    same = sum(" ".join(p.split()) == " ".join(r.split()) for p, r in zip(predictions, references))
-    return same / max(len(references), 1)

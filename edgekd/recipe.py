@@ -27,7 +27,7 @@ from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
 from edgekd.errors import InputError, RecipeError, read_mapping_file
 from edgekd.gate import GatesConfig
-from edgekd.registry import USER_CODE_SPEC, close_matches, refused_user_code, user_code_allowed
+from edgekd.registry import close_matches, names_user_code, refused_user_code, user_code_allowed
 from edgekd.stage import Stage, StrictModel, stages
 
 
@@ -275,7 +275,7 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
 def _user_code(raw: Any, path: str = "") -> list[str]:
     """Every `pkg.module:callable` string in a raw recipe, as problems (under --no-user-code)."""
     if isinstance(raw, str):
-        return [refused_user_code(raw, path or "recipe")] if USER_CODE_SPEC.match(raw) else []
+        return [refused_user_code(raw, path or "recipe")] if names_user_code(raw) else []
     if isinstance(raw, dict):
         return [p for key, value in raw.items() for p in _user_code(value, f"{path}.{key}" if path else str(key))]
     if isinstance(raw, list):

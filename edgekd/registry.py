@@ -72,6 +72,15 @@ class Registry(Generic[T]):
 NO_USER_CODE_ENV = "EDGEKD_NO_USER_CODE"
 # `pkg.module:callable` or `pkg.module:callable(arg=1)`; `cuda:0` and `C:/data` are not specs.
 USER_CODE_SPEC = re.compile(r"^\s*[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\s*(\(.*\))?\s*$", re.DOTALL)
+# Hugging Face model specs (edgekd.models.hf) look like `pkg:name` but name no code: `hf:DIR` loads a local
+# folder's config and weights (local_files_only, trust_remote_code off), `hf-config:TYPE(...)` builds a config.
+HF_LOCAL_PREFIX, HF_CONFIG_PREFIX = "hf:", "hf-config:"
+
+
+def names_user_code(spec: str) -> bool:
+    """Whether a recipe string is a `pkg.module:callable` spec (Hugging Face model specs are not)."""
+    text = spec.strip()
+    return bool(USER_CODE_SPEC.match(text)) and not text.startswith((HF_LOCAL_PREFIX, HF_CONFIG_PREFIX))
 
 
 def user_code_allowed() -> bool:

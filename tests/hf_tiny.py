@@ -1,11 +1,17 @@
-"""Tiny random-initialised Hugging Face transformers built from configs (no download): one
-per family the sequence modules support, without dropout so that training steps in tests are
-deterministic. Skipped where `transformers` is not installed."""
+"""Tiny random-initialised Hugging Face transformers for tests, one per family (no download).
+
+They are built the way a recipe builds them: an `hf-config:TYPE(...)` spec and the data's
+facts through `edgekd.models.build_model`, so the tests exercise that path too. No dropout,
+so training steps in tests repeat exactly. Importing this module skips the test file where
+`transformers` is not installed."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+from edgekd.facts import DataFacts
+from edgekd.models import build_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -13,35 +19,47 @@ VOCAB = 96
 PAD, EOS, START = 0, 1, 2
 
 
+def tokens_facts(task: str, *, vocab: int = VOCAB, positions: int = 64, labels: int | None = None, start: int = START) -> DataFacts:
+    """What a tokenized dataset would tell the model builder (the special tokens above)."""
+    return DataFacts(
+        inputs="tokens", task=task, vocab_size=vocab, max_length=positions, pad_id=PAD, eos_id=EOS,  # type: ignore[arg-type]
+        num_classes=labels, decoder_start_id=start if task == "seq2seq" else None,
+    )  # fmt: skip
+
+
+def tiny(spec: str, facts: DataFacts, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(spec, facts).eval()
+
+
 def bert_classifier(seed: int = 0, hidden: int = 32, labels: int = 3, init_range: float = 0.02) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden,
-        max_position_embeddings=64, num_labels=labels, pad_token_id=PAD, initializer_range=init_range,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    spec = (
+        f"hf-config:bert(hidden_size={hidden}, num_hidden_layers=2, num_attention_heads=2, intermediate_size={2 * hidden}, "
+        f"initializer_range={init_range}, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)"
     )
-    return transformers.BertForSequenceClassification(config).eval()
+    return tiny(spec, tokens_facts("classify", labels=labels), seed)
 
 
-def gpt2_lm(seed: int = 0, hidden: int = 32, layers: int = 2, init_range: float = 0.02, vocab: int = VOCAB) -> torch.nn.Module:
+def gpt2_lm(
+    seed: int = 0, hidden: int = 32, layers: int = 2, init_range: float = 0.02, vocab: int = VOCAB, positions: int = 64
+) -> torch.nn.Module:
     """A wide `init_range` gives a random model whose greedy generations vary (not one token repeated)."""
-    torch.manual_seed(seed)
-    config = transformers.GPT2Config(
-        vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=2, n_positions=64,
-        bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD, initializer_range=init_range,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    spec = (
+        f"hf-config:gpt2(n_embd={hidden}, n_layer={layers}, n_head=2, initializer_range={init_range}, "
+        "resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)"
     )
-    return transformers.GPT2LMHeadModel(config).eval()
+    return tiny(spec, tokens_facts("causal-lm", vocab=vocab, positions=positions), seed)
 
 
-def t5_seq2seq(seed: int = 0, hidden: int = 32, init_range: float = 1.0, vocab: int = VOCAB) -> torch.nn.Module:
+def t5_seq2seq(
+    seed: int = 0, hidden: int = 32, init_range: float = 1.0, vocab: int = VOCAB, layers: int = 2, start: int = START
+) -> torch.nn.Module:
     """T5 scales its initialisation by `initializer_factor` (1.0 is its default)."""
-    torch.manual_seed(seed)
-    config = transformers.T5Config(
-        vocab_size=vocab, d_model=hidden, d_kv=16, d_ff=2 * hidden, num_layers=2, num_heads=2,
-        decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS, initializer_factor=init_range, dropout_rate=0.0,
+    spec = (
+        f"hf-config:t5(d_model={hidden}, d_kv=16, d_ff={2 * hidden}, num_layers={layers}, num_heads=2, "
+        f"initializer_factor={init_range}, dropout_rate=0.0)"
     )
-    return transformers.T5ForConditionalGeneration(config).eval()
+    return tiny(spec, tokens_facts("seq2seq", vocab=vocab, start=start), seed)
 
 
 def prompts(count: int, seed: int = 0, shortest: int = 3, longest: int = 9) -> list[list[int]]:

@@ -1,4 +1,4 @@
-"""Tiny real language models (no dropout, so runs repeat exactly) and a character tokenizer for the step-by-step tests (no downloads).
+"""A character tokenizer and tiny real language models (those of tests.hf_tiny, sized for its vocabulary) for the step-by-step tests.
 
 Also run as a script by the generation-cache kill test: `python -m tests.stepbystep_support CACHE BLOCK_AFTER`
 generates through the cache and blocks inside the generate call after BLOCK_AFTER batches, waiting to be killed."""
@@ -29,22 +29,15 @@ CHARS = Tokens(encode=_encode, decode=_decode, pad_id=PAD, eos_id=EOS, decoder_s
 
 
 def tiny_gpt2(seed: int = 0, positions: int = 512):
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from tests.hf_tiny import gpt2_lm  # imports transformers, so only tests that build a model need it
 
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB, n_positions=positions, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=EOS, eos_token_id=EOS, pad_token_id=PAD,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    return GPT2LMHeadModel(config)
+    return gpt2_lm(seed, vocab=VOCAB, positions=positions)
 
 
 def tiny_t5(seed: int = 0):
-    from transformers import T5Config, T5ForConditionalGeneration
+    from tests.hf_tiny import t5_seq2seq
 
-    torch.manual_seed(seed)
-    config = T5Config(vocab_size=VOCAB, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2,
-                      decoder_start_token_id=PAD, pad_token_id=PAD, eos_token_id=EOS, dropout_rate=0.0)
-    return T5ForConditionalGeneration(config)
+    return t5_seq2seq(seed, vocab=VOCAB, layers=1, start=PAD)
 
 
 MODELS = {"decoder": tiny_gpt2, "seq2seq": tiny_t5}

@@ -45,6 +45,7 @@ NPZ_FAULTS: dict[str, tuple[dict[str, Any], str]] = {
     "test labels without test images": ({"y_test": np.arange(9) % 3}, "gives y_test without x_test"),
     "a test split missing a class": ({"x_test": RNG.random((9, 6, 6)), "y_test": np.arange(9) % 2},
                                      r"no sample in the test split: 2"),
+    "too few samples to hold out a test split": ({"x": GOOD_X[:2], "y": GOOD_Y[:2]}, "the test split holds no samples"),
 }  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """Hugging Face models from configs and from local folders, with heads that follow the data's task;
 never a download. Tiny random models: ViT and ConvNeXt image classifiers, BERT, GPT-2, T5."""
 
+import json
 import sys
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 
 from edgekd.errors import InputError
 from edgekd.facts import DataFacts
-from edgekd.models import build_model, logits_of, run_model
+from edgekd.models import build_model
+from edgekd.outputs import logits_of, run_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -111,3 +113,26 @@ def test_without_transformers_the_error_names_the_extra(monkeypatch):
     with pytest.raises(InputError, match=r"pip install 'edgekd\[text\]'"):
         build_model("hf-config:gpt2", CAUSAL)
     assert build_model("cnn(width=4)", in_channels=1, num_classes=10)(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_a_folder_is_loaded_as_data_under_no_user_code_and_its_own_code_never_runs(tmp_path, monkeypatch):
+    """--no-user-code allows `hf:DIR`; a folder whose config asks for its own modeling code is refused
+    (trust_remote_code stays off), and no spec argument can switch that on."""
+    from edgekd.registry import NO_USER_CODE_ENV
+
+    monkeypatch.setenv(NO_USER_CODE_ENV, "1")
+    spec, facts, _, _ = FAMILIES["bert"]
+    build_model(spec, facts).save_pretrained(tmp_path / "bert")
+    assert type(build_model(f"hf:{tmp_path / 'bert'}", facts)).__name__ == "BertForSequenceClassification"
+    with pytest.raises(InputError, match="has no field 'trust_remote_code'"):
+        build_model(f"hf:{tmp_path / 'bert'}(trust_remote_code=True)", facts)
+
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    canary = tmp_path / "canary"
+    (custom / "configuration_mine.py").write_text(f"open({str(canary)!r}, 'w').write('ran')\n")
+    config = {"model_type": "edgekd-test-mine", "auto_map": {"AutoConfig": "configuration_mine.MineConfig"}}
+    (custom / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"asks for the folder's own modeling code \(auto_map\).*never runs code"):
+        build_model(f"hf:{custom}", facts)
+    assert not canary.exists()

@@ -5,8 +5,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.models import flatten_tokens, logits_of, run_model
-from edgekd.models.outputs import first_samples, move_inputs
+from edgekd.outputs import first_samples, flatten_tokens, logits_of, move_inputs, run_model
 
 
 class Returns(nn.Module):
@@ -24,10 +23,11 @@ class Returns(nn.Module):
             "tuple": (logits, x),
             "list": [logits, x],
             "dict": {"hidden": x, "logits": logits},
+            "tuple of dict": ({"logits": logits}, x),  # e.g. a wrapper returning (model output, auxiliary loss)
         }[self.kind]
 
 
-@pytest.mark.parametrize("kind", ["tensor", "tuple", "list", "dict"])
+@pytest.mark.parametrize("kind", ["tensor", "tuple", "list", "dict", "tuple of dict"])
 def test_logits_are_found_in_every_plain_output_form(kind):
     model = Returns(kind)
     x = torch.randn(2, 4)
@@ -35,10 +35,10 @@ def test_logits_are_found_in_every_plain_output_form(kind):
 
 
 def test_logits_of_a_real_hugging_face_model_output():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=3)
-    model = transformers.BertForSequenceClassification(config).eval()
-    ids = torch.randint(1, 64, (2, 7))
+    from tests.hf_tiny import bert_classifier, transformers  # skips without transformers
+
+    model = bert_classifier(labels=3)
+    ids = torch.randint(3, 64, (2, 7))
     output = model(input_ids=ids, labels=torch.tensor([0, 2]))  # with labels, the output's first field is the loss
     assert isinstance(output, transformers.modeling_outputs.SequenceClassifierOutput)
     assert logits_of(output) is output.logits and logits_of(output).shape == (2, 3)

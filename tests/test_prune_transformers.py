@@ -9,7 +9,8 @@ from torch import nn
 
 from edgekd.errors import InputError
 from edgekd.facts import DataFacts
-from edgekd.models import build_model, card_of, logits_of, model_names, run_model
+from edgekd.models import build_model, card_of, model_names
+from edgekd.outputs import logits_of, run_model
 from edgekd.prune import ChannelPruner, PruneConfig, load_pruned, save_pruned
 from edgekd.prune.attention import AttentionUnit, find_attention
 

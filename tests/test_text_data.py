@@ -10,7 +10,8 @@ import torch
 
 from edgekd.data import TextBundle, TextData, load_data
 from edgekd.errors import InputError
-from edgekd.models import build_model, flatten_tokens, logits_of, run_model
+from edgekd.models import build_model
+from edgekd.outputs import flatten_tokens, logits_of, run_model
 
 pytest.importorskip("tokenizers")
 
@@ -93,9 +94,11 @@ def test_a_csv_file_and_a_given_label_set_work_like_jsonl(tmp_path):
         writer = csv.DictWriter(handle, fieldnames=["review", "sentiment", "why"])
         writer.writeheader()
         writer.writerows(rows)
-    data = load_data("text", seed=0, root=str(path), options={**REVIEWS, "labels": ["pos", "neg", "meh"]})
-    assert data.labels == ["pos", "neg", "meh"] and data.num_classes == 3
-    assert sorted(set(data.train.tensors[1].tolist())) == [0, 1]
+    data = load_data("text", seed=0, root=str(path), options={**REVIEWS, "labels": ["pos", "neg"]})
+    assert data.labels == ["pos", "neg"] and data.num_classes == 2  # the given order, not sorted
+    assert all(data.labels[int(y)] == row["sentiment"] for y, row in zip(data.train.tensors[1], data.rows["train"]))
+    with pytest.raises(InputError, match=r"the label 'meh' of 3 has no row in the training split"):
+        load_data("text", seed=0, root=str(path), options={**REVIEWS, "labels": ["pos", "neg", "meh"]})
 
 
 def test_a_folder_with_train_and_test_files_keeps_its_test_split(tmp_path):
@@ -202,8 +205,12 @@ def test_a_small_encoder_learns_the_generated_sentiment_task(tmp_path):
         ([{"reviews": "good", "sentiment": "pos"}], REVIEWS, r"no field 'review' \(the row has 'reviews', 'sentiment'\). Did you mean 'reviews'"),
         ([{"review": "good", "sentiment": "pos", "why": "x"}, {"review": "bad", "sentiment": "neutral", "why": "y"}],
          {**REVIEWS, "labels": ["pos", "neg"]}, r"reviews.jsonl line 2: label 'neutral' is not in the label set \(data.options.labels: 'pos', 'neg'\)"),
-        ([{"review": "good " * 40, "sentiment": label, "why": ""} for label in ("pos", "neg") * 2], {**REVIEWS, "max_length": 16, "truncation": False},
+        ([{"review": "good " * 40, "sentiment": label, "why": ""} for label in ("pos", "neg") * 10], {**REVIEWS, "max_length": 16, "truncation": False},
          r"reviews.jsonl line 1: field 'review' is \d+ tokens, longer than max_length \(16\) and data.options.truncation is off"),
+        ([{"review": ["good", "film"], "sentiment": "pos", "why": ""}], REVIEWS,
+         r"reviews.jsonl line 1: field 'review' holds list \['good', 'film'\]; text fields hold text"),
+        ([*review_rows(20), {"review": " ", "sentiment": "pos", "why": ""}], REVIEWS,
+         r"reviews.jsonl line 21: field 'review' is empty once tokenized"),
     ],
 )
 def test_bad_rows_are_named_by_file_line_and_field(tmp_path, rows, options, message):
@@ -224,6 +231,27 @@ def test_a_test_label_unseen_in_training_is_named(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", [{"review": "fine film", "sentiment": "mixed", "why": ""}])
     with pytest.raises(InputError, match=r"test.jsonl line 1: label 'mixed' is not in the label set \(the training rows' labels"):
         load_data("text", seed=0, root=str(tmp_path), options=REVIEWS)
+
+
+def test_a_class_missing_from_a_split_is_named_by_its_label(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", review_rows(40))
+    write_jsonl(tmp_path / "test.jsonl", [row for row in review_rows(10) if row["sentiment"] == "pos"])
+    with pytest.raises(InputError, match=r"the label 'neg' of 2 has no row in the test split"):
+        load_data("text", seed=0, root=str(tmp_path), options=REVIEWS)
+
+
+def test_the_digest_follows_what_training_reads_tokens_text_and_tokenizer(tmp_path):
+    rows = review_rows(60)
+
+    def digest(rows, **options) -> str:
+        path = write_jsonl(tmp_path / "reviews.jsonl", rows)
+        return load_data("text", seed=0, root=str(path), options={**REVIEWS, **options}).digest()
+
+    same = digest(rows)
+    assert digest(rows) == same  # a trained tokenizer is deterministic
+    assert digest([{**rows[0], "review": "superb plot"}, *rows[1:]]) != same  # the tokens
+    assert digest([{**rows[0], "why": "another rationale"}, *rows[1:]]) != same  # an extra, which no tensor holds
+    assert digest(rows, tokenizer={"kind": "wordpiece", "vocab_size": 120, "lowercase": True}) != same
 
 
 def test_empty_and_malformed_files_and_options_are_named(tmp_path):

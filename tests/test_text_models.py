@@ -9,7 +9,8 @@ import torch
 
 from edgekd.errors import InputError
 from edgekd.facts import DataFacts
-from edgekd.models import build_model, card_of, model_names, run_model
+from edgekd.models import build_model, card_of, model_names
+from edgekd.outputs import run_model
 
 TEXT_MODELS = model_names("tokens")
 VOCAB, PAD = 50, 0

@@ -52,6 +52,20 @@ def test_no_user_code_refuses_every_user_spec_before_anything_runs(how: str, can
     assert not canary.exists() and not (tmp_path / "run").exists()
 
 
+def test_hugging_face_model_specs_are_not_user_code(canary: Path, tmp_path: Path, capsys):
+    """`hf:DIR` loads a folder's config and weights (never its code) and `hf-config:` builds a config,
+    so --no-user-code allows them even where they look like `pkg:name`; the user-code check stays as strict."""
+    specs = {"teacher": {"model": "hf:teacher", "train": {"epochs": 1}}, "student": "hf-config:bert(num_hidden_layers=1)"}
+    (tmp_path / "hf.yaml").write_text(yaml.safe_dump(tiny_recipe(tmp_path / "run", **specs)))
+    code, output = edgekd_cli(["--no-user-code", "validate", str(tmp_path / "hf.yaml")], capsys)
+    assert code == 0, output
+    views = {"dataset": "digits", "views": {"mine": {"function": "tests.test_trust:canary_model"}}}
+    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump(tiny_recipe(tmp_path / "run", **specs, data=views)))
+    code, output = edgekd_cli(["--no-user-code", "validate", str(tmp_path / "mixed.yaml")], capsys)
+    assert_bad_input(code, output, "data.views.mine.function: 'tests.test_trust:canary_model' names user code")
+    assert "hf:" not in output and not canary.exists()
+
+
 def test_without_the_flag_user_code_is_allowed(canary: Path, tmp_path: Path, capsys):
     code, output = edgekd_cli(["validate", user_code_recipe(tmp_path)], capsys)
     assert code == 0, output

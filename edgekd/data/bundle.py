@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,13 +33,17 @@ class DataBundle:
         data's settings alone would reuse a teacher trained on an old file at the same path."""
         if self._digest is None:
             hasher = hashlib.sha256()
-            for split in ("train", "val", "test"):
-                for tensor in getattr(self, split).tensors:
-                    array = np.ascontiguousarray(tensor.numpy())
-                    hasher.update(f"{split}:{array.dtype}:{array.shape}".encode())
-                    hasher.update(memoryview(array).cast("B"))
+            for part in self._digest_parts():
+                hasher.update(part)
             self._digest = hasher.hexdigest()[:16]
         return self._digest
+
+    def _digest_parts(self) -> Iterator[bytes | memoryview]:
+        for split in ("train", "val", "test"):
+            for tensor in getattr(self, split).tensors:
+                array = np.ascontiguousarray(tensor.numpy())
+                yield f"{split}:{array.dtype}:{array.shape}".encode()
+                yield memoryview(array).cast("B")  # hashed in place, not copied
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -1,12 +1,19 @@
 """Every check a dataset gets before anything trains, in one place.
 
-A source returns `(x_train, y_train, x_test or None, y_test or None)`. What would otherwise
+An image source returns `(x_train, y_train, x_test or None, y_test or None)`. What would otherwise
 train silently on the wrong thing is refused with an InputError naming the dataset (and its
 `data.root`): arrays that are not numbers, images of the wrong rank or with NaN/Inf pixels,
 labels that are not class indices (negative, fractional, one-hot), lengths that differ
 between images and labels, test images of another size than the training images, and —
 after the splits are made — a class with no training sample (an out-of-range label or an
 empty class) or missing from the test split.
+
+Text rows (`edgekd.data.text`) are named by file and line: a source without rows, a row
+without a named field or whose text field holds a list or an object, a row that tokenizes
+to nothing (a sequence of padding only), and for classification the same class coverage
+of both splits, by label name. Checks that need the tokenizer's settings (a label outside
+the label set, a sequence over max_length with truncation off) stay beside the encoding
+in `edgekd.data.text`, where the limit is known.
 
 >>> import numpy as np
 >>> x, y = np.zeros((4, 8, 8), np.float32), np.array([0, 1, 0, 1])
@@ -20,11 +27,12 @@ edgekd.errors.InputError: demo: y holds negative labels (-1 at index 3); labels 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from edgekd.errors import InputError
+from edgekd.registry import close_matches
 
 Arrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
 
@@ -47,13 +55,26 @@ def check_arrays(source: str, x: Any, y: Any, x_test: Any, y_test: Any) -> Array
     return x, y, x_test, y_test
 
 
-def check_classes(source: str, y_train: np.ndarray, y_test: np.ndarray, num_classes: int | None = None) -> int:
-    """The number of classes: labels are 0…K-1 with every class in the final training and test splits."""
+def check_classes(
+    source: str, y_train: np.ndarray, y_test: np.ndarray, num_classes: int | None = None, names: Sequence[str] | None = None
+) -> int:
+    """The number of classes: labels are 0…K-1 with every class in the final training and test splits.
+    With `names` (text labels), missing classes are named by label."""
+    for split, labels in (("training", y_train), ("test", y_test)):
+        if len(labels) == 0:
+            raise InputError(f"{source}: the {split} split holds no samples; give more data, or a larger data.test_split")
     classes = num_classes or int(max(y_train.max(), y_test.max())) + 1
     for split, labels in (("training", y_train), ("test", y_test)):
         present = np.unique(labels)
         if present[-1] >= classes:
             raise InputError(f"{source}: the {split} labels reach {int(present[-1])}, but there are {classes} classes (0…{classes - 1})")
+        if len(present) < classes and names is not None:
+            missing = [repr(names[i]) for i in np.setdiff1d(np.arange(classes), present)]
+            raise InputError(
+                f"{source}: the label{'s' if len(missing) > 1 else ''} {', '.join(missing[:5])}{', …' if len(missing) > 5 else ''} "
+                f"of {classes} ha{'ve' if len(missing) > 1 else 's'} no row in the {split} split. Every class needs rows in both "
+                "splits: add rows of it, or leave it out of data.options.labels"
+            )
         if len(present) < classes:
             missing = np.setdiff1d(np.arange(min(classes, len(present) + 5)), present)[:5]
             shown = ", ".join(str(int(m)) for m in missing) + (", …" if classes - len(present) > len(missing) else "")
@@ -129,3 +150,31 @@ def _labels(source: str, name: str, values: Any, count: int) -> np.ndarray:
     if array.dtype.kind in "uf" and array.max() > np.iinfo(np.int32).max:
         raise InputError(f"{source}: {name} holds the label {array.max():g}; labels are class indices 0…K-1")
     return array.astype(np.int64)
+
+
+# Text ---------------------------------------------------------------------------------------------
+
+
+def check_rows(source: str, rows: Sequence[dict[str, Any]], fields: Sequence[str], text_fields: Sequence[str], where: Callable[[int], str]) -> None:
+    """Every row has every named field, and the fields to tokenize hold text: a string or a number
+    (tokenized as written), not a list or an object, whose Python text would be learned silently."""
+    if not rows:
+        raise InputError(f"text data {source!r} holds no rows")
+    for index, row in enumerate(rows):
+        missing = [name for name in fields if name not in row or row[name] is None]
+        if missing:
+            have = sorted(row)
+            raise InputError(
+                f"{where(index)}: no field {missing[0]!r} (the row has {', '.join(map(repr, have))})."
+                f"{close_matches(missing[0], have)} Name the fields with data.options.input / label / target / extras."
+            )
+        for name in text_fields:
+            if not isinstance(row[name], (str, int, float)) or isinstance(row[name], bool):
+                raise InputError(f"{where(index)}: field {name!r} holds {type(row[name]).__name__} {row[name]!r}; text fields hold text")
+
+
+def check_token_rows(sequences: Sequence[Sequence[int]], where: Callable[[int], str], what: str) -> None:
+    """Every sequence has a token: a row of padding alone gives attention nothing to read (NaN)."""
+    for index, ids in enumerate(sequences):
+        if not ids:
+            raise InputError(f"{where(index)}: {what} is empty once tokenized (no token to read); drop the row or give it text")

@@ -31,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from edgekd import decoding
 from edgekd.errors import InputError
 from edgekd.files import write_atomic
 from edgekd.registry import close_matches
@@ -139,8 +140,5 @@ def normalize_label(text: str) -> str:
 
 
 def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Share of predictions equal to their reference after `normalize_label`."""
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-    hits = sum(normalize_label(p) == normalize_label(r) for p, r in zip(predictions, references))
-    return hits / max(len(references), 1)
+    """Share of predictions equal to their reference after `normalize_label` (`edgekd.decoding.exact_match`)."""
+    return decoding.exact_match(predictions, references, normalize=normalize_label)

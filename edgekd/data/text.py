@@ -33,7 +33,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch.utils.data import TensorDataset
 
 from edgekd.data.bundle import DataBundle, split_indices
+from edgekd.data.checks import check_classes, check_rows, check_token_rows
 from edgekd.data.registry import datasets
 from edgekd.data.tokenizer import TextTokenizer, TokenizerTraining, load_tokenizer, train_tokenizer
 from edgekd.errors import InputError
@@ -139,18 +140,6 @@ class TextSplit:
 
     def subset(self, indices: np.ndarray) -> TextSplit:
         return TextSplit([self.rows[i] for i in indices], self.source, [self.lines[i] for i in indices])
-
-    def check_fields(self, names: list[str]) -> None:
-        if not self.rows:
-            raise InputError(f"text data {self.source!r} holds no rows")
-        for index, row in enumerate(self.rows):
-            missing = [name for name in names if name not in row or row[name] is None]
-            if missing:
-                have = sorted(row)
-                raise InputError(
-                    f"{self.where(index)}: no field {missing[0]!r} (the row has {', '.join(map(repr, have))})."
-                    f"{close_matches(missing[0], have)} Name the fields with data.options.input / label / target / extras."
-                )
 
 
 @dataclass
@@ -261,6 +250,13 @@ class TextBundle(DataBundle):
             decoder_start_id=tokenizer.pad_id if self.task == "seq2seq" else None,
         )
 
+    def _digest_parts(self) -> Iterator[bytes | memoryview]:
+        """The token tensors, and what they do not hold: the rows' text (extras such as rationales
+        included) and the tokenizer that turns generated ids back into text."""
+        yield from super()._digest_parts()
+        yield json.dumps(self.rows, sort_keys=True, ensure_ascii=False, default=str).encode()
+        yield self._tokenizer.backend.to_str().encode()
+
     def inputs(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """A batch as a model's keyword arguments (see the module docstring)."""
         pad = self._tokenizer.pad_id
@@ -321,13 +317,16 @@ def make_text_bundle(
     test = data.test if isinstance(data.test, TextSplit) else None
     for split in (train, test):
         if split is not None:
-            split.check_fields(options.fields)
+            check_rows(split.source, split.rows, options.fields, options.text_fields, split.where)
     if limit is not None and limit < len(train.rows):
         keep, _ = split_indices(len(train.rows), 1 - limit / len(train.rows), seed)
         train = train.subset(keep)
     labels = _label_set(options, train, test)
     strata = _label_indices(options, labels, train) if labels else None
     splits = _splits(train, test, strata, seed=seed, val_split=val_split, test_split=test_split)
+    if labels:
+        source = f"text data {train.source!r}"
+        check_classes(source, *(_label_indices(options, labels, splits[s]) for s in ("train", "test")), len(labels), labels)
     tokenizer = _tokenizer(options, splits["train"], workdir)
     encoded, truncated = _encode(options, tokenizer, labels, splits)
     return TextBundle(
@@ -423,6 +422,8 @@ def _fit(ids: list[int], limit: int, *, where: str, what: str, truncation: bool)
 
 def _encode_split(options: TextOptions, tokenizer: TextTokenizer, labels: list[str], split: TextSplit) -> _Encoded:
     texts = [str(row[options.input]) for row in split.rows]
+    sources = tokenizer.encode(texts, special_tokens=False)
+    check_token_rows(sources, split.where, f"field {options.input!r}")
     if options.task == "classify":
         what = f"field {options.input!r}"
         fitted = [
@@ -434,7 +435,6 @@ def _encode_split(options: TextOptions, tokenizer: TextTokenizer, labels: list[s
     if tokenizer.eos_id is None:
         raise InputError(f"the tokenizer ({tokenizer.source}) has no end token; name one with data.options.eos_token")
     end = [tokenizer.eos_id]
-    sources = tokenizer.encode(texts, special_tokens=False)
     if options.target is None:  # plain language modelling: every token after the first is a target
         answers: list[list[int]] = [[] for _ in texts]
     else:

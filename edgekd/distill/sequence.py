@@ -42,7 +42,7 @@ from edgekd.decoding import Generation, NextTokenLogits, greedy_decode
 from edgekd.distill.prompting import Generate
 from edgekd.distill.stepbystep import Architecture, Tokens
 from edgekd.errors import InputError
-from edgekd.outputs import logits_of
+from edgekd.outputs import logits_of, run_model
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 DIVERGENCES: tuple[str, ...] = get_args(Divergence)
@@ -112,7 +112,7 @@ class TorchNextToken:
     @torch.no_grad()
     def __call__(self, inputs: dict[str, np.ndarray], last: np.ndarray) -> np.ndarray:
         tensors = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
-        logits = logits_of(self.model(**tensors))
+        logits = logits_of(run_model(self.model, tensors))
         rows = torch.arange(len(last), device=self.device)
         return logits[rows, torch.from_numpy(last).to(self.device)].float().cpu().numpy()
 

@@ -1,10 +1,10 @@
 """Models: built-ins (image CNNs, a ViT, small text transformers), specs with arguments,
-user callables, Hugging Face models, checkpoint loading, and the output adapter."""
+user callables, Hugging Face models and checkpoint loading. The output adapter every caller
+of a model goes through is the leaf `edgekd.outputs`."""
 
 from edgekd.models import builtin  # noqa: F401  (registers the built-in models)
 from edgekd.models import transformer  # noqa: F401  (registers bert_s, gpt_s, t5_s)
 from edgekd.models import vit  # noqa: F401  (registers vit_s)
-from edgekd.models.outputs import flatten_tokens, logits_of, run_model
 from edgekd.models.registry import ModelCard, card_of, model_names, models
 from edgekd.models.spec import build_model, check_runs, load_state_dict_file, load_tensors, parse_spec
 
@@ -13,12 +13,9 @@ __all__ = [
     "build_model",
     "card_of",
     "check_runs",
-    "flatten_tokens",
     "load_state_dict_file",
     "load_tensors",
-    "logits_of",
     "model_names",
     "models",
     "parse_spec",
-    "run_model",
 ]

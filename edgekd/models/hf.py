@@ -1,6 +1,8 @@
 """Hugging Face transformers as teachers and students, never downloaded:
 
-- `hf:path/to/dir` loads a saved model with `from_pretrained(dir, local_files_only=True)`;
+- `hf:path/to/dir` loads a saved model with `from_pretrained(dir, local_files_only=True,
+  trust_remote_code=False)`: a folder is data, never code, so `--no-user-code` allows it and a folder
+  whose config asks for its own modeling code is refused;
 - `hf-config:gpt2(n_layer=2, n_embd=64, n_head=4)` builds a randomly initialised model from a
   config of that `model_type`, with literal-only arguments like every model spec.
 
@@ -15,6 +17,7 @@ transformers is optional (`pip install 'edgekd[text]'`); the image path never im
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,10 +26,9 @@ from torch import nn
 
 from edgekd.errors import InputError
 from edgekd.facts import DataFacts
+from edgekd.registry import HF_CONFIG_PREFIX as CONFIG_PREFIX
+from edgekd.registry import HF_LOCAL_PREFIX as LOCAL_PREFIX
 from edgekd.registry import close_matches
-
-LOCAL_PREFIX = "hf:"
-CONFIG_PREFIX = "hf-config:"
 
 # (inputs, task) → the transformers auto class whose head fits.
 AUTO_CLASSES = {
@@ -134,8 +136,14 @@ def _from_directory(transformers: ModuleType, auto: Any, name: str, kwargs: dict
             f"model spec {name!r}: the folder {str(path)!r} {state}; give a folder written by save_pretrained "
             "(edgekd never downloads models)"
         )
+    if "auto_map" in _read_json(path / "config.json", name):
+        raise InputError(
+            f"model spec {name!r}: {str(path / 'config.json')!r} asks for the folder's own modeling code (auto_map); "
+            "edgekd never runs code from a model folder (trust_remote_code stays off). Use a model type transformers "
+            "ships, or build the model in a pkg.module:callable of your own"
+        )
     try:
-        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise InputError(f"model spec {name!r}: {str(path / 'config.json')!r} cannot be read: {exc}") from None
     _check_fields(name, config, kwargs)
@@ -149,7 +157,7 @@ def _from_directory(transformers: ModuleType, auto: Any, name: str, kwargs: dict
             )
         overrides["num_labels"] = facts.num_classes
     try:
-        model = auto.from_pretrained(path, local_files_only=True, **overrides)
+        model = auto.from_pretrained(path, local_files_only=True, trust_remote_code=False, **overrides)
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"model spec {name!r}: cannot load {str(path)!r}: {' '.join(str(exc).split())}") from None
     embeddings = model.get_input_embeddings() if facts.inputs == "tokens" else None
@@ -159,3 +167,13 @@ def _from_directory(transformers: ModuleType, auto: Any, name: str, kwargs: dict
             f"tokenize with the model's own tokenizer (data.options.tokenizer: {str(path)!r})"
         )
     return model
+
+
+def _read_json(path: Path, name: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"model spec {name!r}: {str(path)!r} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"model spec {name!r}: {str(path)!r} holds no JSON object")
+    return data

@@ -23,8 +23,8 @@ from torch import nn
 from edgekd.errors import InputError
 from edgekd.facts import DataFacts
 from edgekd.models.hf import build_hf, is_hf_spec
-from edgekd.models.outputs import Inputs, run_model
 from edgekd.models.registry import card_of, model_names, models
+from edgekd.outputs import Inputs, run_model
 from edgekd.registry import load_callable
 
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.models.outputs import Inputs, run_model
+from edgekd.outputs import Inputs, run_model
 from edgekd.prune.graph import weighted_layers
 from edgekd.prune.hf import in_width, out_width
 from edgekd.registry import close_matches

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.models.outputs import Inputs, logits_of, run_model
+from edgekd.outputs import Inputs, logits_of, run_model
 from edgekd.prune.hf import conv1d_type, out_width
 from edgekd.registry import close_matches
 

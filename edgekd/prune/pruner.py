@@ -28,7 +28,7 @@ from torch import nn
 
 from edgekd.errors import EdgekdError, InputError
 from edgekd.metrics import measure
-from edgekd.models.outputs import Inputs, flatten_tokens, logits_of, move_inputs, run_model
+from edgekd.outputs import Inputs, flatten_tokens, logits_of, move_inputs, run_model
 from edgekd.prune.attention import find_attention
 from edgekd.prune.config import Metric, PruneConfig
 from edgekd.prune.graph import check_traced, head_groups, ignored_modules, output_width, probe, tracing, weighted_layers
