@@ -12,12 +12,6 @@ from typing import Any
 
 from rich.console import Console
 
-# Importing the stage packages registers their stage kinds.
-import edgekd.bench.stage  # noqa: F401
-import edgekd.distill  # noqa: F401
-import edgekd.export  # noqa: F401
-import edgekd.prune  # noqa: F401
-import edgekd.quant  # noqa: F401
 from edgekd.recipe import Recipe, load_recipe
 from edgekd.run import Run
 from edgekd.run import compress as run_recipe

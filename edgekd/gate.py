@@ -32,7 +32,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekd.errors import InputError, read_mapping_file
-from edgekd.stage import StrictModel
+from edgekd.config import StrictModel
 
 REPORT_SCHEMA = "edgekd.report/1"
 BYTES_PER_MB = 1_000_000  # decimal megabytes, as storage and flash sizes are quoted

@@ -23,12 +23,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+# Importing the stage packages registers their stage kinds, so a recipe can name them.
+import edgekd.bench.stage  # noqa: F401
+import edgekd.distill  # noqa: F401
+import edgekd.export  # noqa: F401
+import edgekd.prune  # noqa: F401
+import edgekd.quant  # noqa: F401
+from edgekd.config import StrictModel
 from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
 from edgekd.errors import InputError, RecipeError, read_mapping_file
 from edgekd.gate import GatesConfig
 from edgekd.registry import close_matches
-from edgekd.stage import Stage, StrictModel, stages
+from edgekd.stage import Stage, stages
 
 
 class DataConfig(StrictModel):

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
-from edgekd import __version__
+from edgekd.version import __version__
 from edgekd.bench.environment import environment
 from edgekd.data import DataBundle, load_data
 from edgekd.data.views import View, views_from

@@ -17,18 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
+from edgekd.config import StrictModel
 from edgekd.registry import Registry
 
 if TYPE_CHECKING:
     from edgekd.run import Run
-
-
-class StrictModel(BaseModel):
-    """A recipe block: unknown keys are errors, values are immutable once validated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from edgekd.errors import InputError
-from edgekd.stage import Stage, StepResult, StrictModel, stages
+from edgekd.config import StrictModel
+from edgekd.stage import Stage, StepResult, stages
 
 if TYPE_CHECKING:
     from edgekd.bench.result import BenchResult

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from edgekd.registry import load_callable
-from edgekd.stage import StrictModel
+from edgekd.config import StrictModel
 
 View = Callable[[torch.Tensor], torch.Tensor]
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from edgekd.stage import StrictModel
+from edgekd.config import StrictModel
 
 
 class OptimizerConfig(StrictModel):

@@ -23,7 +23,8 @@ from edgekd.data.views import View
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.runtime import onnx_accuracy, parity
 from edgekd.quant.graph import quant_schedule, to_float
-from edgekd.stage import Stage, StepResult, StrictModel, stages
+from edgekd.config import StrictModel
+from edgekd.stage import Stage, StepResult, stages
 
 if TYPE_CHECKING:
     from edgekd.run import Run

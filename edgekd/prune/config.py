@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edgekd.prune.importances import importances
 from edgekd.registry import close_matches
-from edgekd.stage import StrictModel
+from edgekd.config import StrictModel
 
 Metric = Literal["channels", "macs", "params"]
 TARGET_FIELDS = ("ratio", "target_macs", "target_params")

@@ -24,7 +24,8 @@ from edgekd.errors import InputError
 from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes, quant_schedule
 from edgekd.quant.profiles import profiles
 from edgekd.registry import close_matches
-from edgekd.stage import Stage, StepResult, StrictModel, stages
+from edgekd.config import StrictModel
+from edgekd.stage import Stage, StepResult, stages
 
 if TYPE_CHECKING:
     from edgekd.run import Run
