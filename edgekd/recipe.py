@@ -30,16 +30,17 @@ import edgekd.export  # noqa: F401
 import edgekd.prune  # noqa: F401
 import edgekd.quant  # noqa: F401
 from edgekd.config import StrictModel
+from edgekd.data.registry import DatasetName
 from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
 from edgekd.errors import InputError, RecipeError, read_mapping_file
 from edgekd.gate import GatesConfig
-from edgekd.registry import close_matches
+from edgekd.registry import close_matches, unknown_name
 from edgekd.stage import Stage, stages
 
 
 class DataConfig(StrictModel):
-    dataset: str = "digits"
+    dataset: DatasetName = "digits"
     root: str | None = None
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
@@ -98,7 +99,7 @@ class Recipe(StrictModel):
         known = ["input", *self.data.views]
         for role, view in (("teacher", self.teacher.input), ("student", self.student.input)):
             if view not in known:
-                raise ValueError(f"{role}.input: unknown view {view!r}.{close_matches(view, known)} Views: {', '.join(known)} (define more in data.views)")
+                raise ValueError(f"{role}.input: {unknown_name('view', view, known)} (Define more in data.views.)")
         return self
 
     @property
@@ -198,8 +199,10 @@ def _plan_stage(index: int, raw: Any, distill_raw: dict[str, Any]) -> tuple[Plan
         known = ", ".join(stages.names())
         return None, [f"{where}: needs exactly one stage kind ({known}) besides 'recover', found {keys or 'none'}"]
     key = keys[0]
-    if key not in stages:
-        return None, [f"{where}.{key}: unknown stage kind.{close_matches(key, stages.names())} Known: {', '.join(stages.names())}."]
+    try:
+        stages.check(key)
+    except ValueError as exc:
+        return None, [f"{where}: {exc}"]
     stage_cls = stages.get(key)
     body = raw[key] if raw[key] is not None else {}
     recover_raw = raw.get("recover")
@@ -234,8 +237,11 @@ def _plan_stage(index: int, raw: Any, distill_raw: dict[str, Any]) -> tuple[Plan
 
 
 def _from_update(loc: tuple[Any, ...], update: dict[str, Any]) -> bool:
-    """Whether an error in a merged distill block comes from the stage's own keys (`lr` lands in optimizer)."""
-    return bool(loc) and (loc[0] in update or (loc[0] == "optimizer" and "lr" in update))
+    """Whether an error in a merged distill block comes from the stage's own keys (`lr` lands in
+    optimizer; errors about the terms as a whole have no field and come from `method`)."""
+    if not loc:
+        return "method" in update
+    return loc[0] in update or (loc[0] == "optimizer" and "lr" in update)
 
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:

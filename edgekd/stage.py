@@ -61,4 +61,4 @@ class Stage:
         """Redo a finished step's structural change on a freshly built student (resume)."""
 
 
-stages: Registry[type[Stage]] = Registry("stage")
+stages: Registry[type[Stage]] = Registry("stage kind")

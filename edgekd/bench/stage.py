@@ -9,10 +9,11 @@ interval — the figure CI gates use, since it cancels the machine's speed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from edgekd.bench.backends import backends
 from edgekd.errors import InputError
 from edgekd.config import StrictModel
 from edgekd.stage import Stage, StepResult, stages
@@ -22,9 +23,19 @@ if TYPE_CHECKING:
     from edgekd.run import Run
 
 
+def _times_onnx_files(name: str) -> str:
+    if not backends.get(name).reads_onnx:
+        usable = " or ".join(n for n, backend in backends.items() if backend.reads_onnx)
+        raise ValueError(f"bench backend {name!r} times Python models (its Python API), not the exported ONNX files a bench stage times; use {usable}")
+    return name
+
+
+OnnxBackendName = Annotated[str, AfterValidator(backends.check), AfterValidator(_times_onnx_files)]
+
+
 class BenchConfig(StrictModel):
-    backends: list[str] = Field(default_factory=lambda: ["onnxruntime"], min_length=1)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
+    backends: list[OnnxBackendName] = Field(default_factory=lambda: ["onnxruntime"], min_length=1)
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 64], min_length=1)
     threads: int | None = Field(None, ge=1)
     warmup_s: float = Field(0.2, ge=0)
     min_iterations: int = Field(20, ge=1)

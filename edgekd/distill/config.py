@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from edgekd.config import StrictModel
+from edgekd.models.spec import ModelSpec, check_spec
 
 
 class OptimizerConfig(StrictModel):
@@ -42,7 +43,7 @@ class TeacherConfig(StrictModel):
     teacher, which can teach a small student better than a fully converged one (Cho & Hariharan 2019).
     `input` names the data view the teacher reads (see `data.views`)."""
 
-    model: str
+    model: ModelSpec
     checkpoint: str | None = None
     train: TrainConfig | None = None
     checkpoint_epoch: int | None = Field(None, ge=1)
@@ -64,6 +65,11 @@ class StudentConfig(StrictModel):
     model: str = "teacher"
     checkpoint: str | None = None
     input: str = "input"
+
+    @field_validator("model")
+    @classmethod
+    def _spec(cls, value: str) -> str:
+        return value if value == "teacher" else check_spec(value)
 
 
 class TermConfig(StrictModel):
@@ -101,10 +107,10 @@ class DistillConfig(TrainConfig):
             if not isinstance(name, str):
                 problems.append(f"{where or 'term'}: each term needs `method: <name>`")
                 continue
-            if name not in methods:
-                from edgekd.registry import close_matches
-
-                problems.append(f"{where}{' ' if where else ''}unknown distillation method {name!r}.{close_matches(name, methods.names())} Known: {', '.join(methods.names())}.")
+            try:
+                methods.check(name)
+            except ValueError as exc:
+                problems.append(f"{where}{' ' if where else ''}{exc}")
                 continue
             try:
                 terms.append(methods.get(name).Config.model_validate(raw))

@@ -22,6 +22,7 @@ from edgekd.distill.losses import kd_loss
 from edgekd.distill.methods import Batch, Phase, ResponseKD, Term, methods
 from edgekd.distill.taps import classifier_path
 from edgekd.errors import InputError
+from edgekd.models.spec import ModelSpec
 
 
 def soft_kl(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -158,7 +159,7 @@ class SelfDistillation(Term):
 
 
 class AssistantConfig(TermConfig):
-    assistant: str | None = None
+    assistant: ModelSpec | None = None
     assistant_macs: float | None = Field(None, gt=0, lt=1)
     assistant_epochs: int = Field(5, ge=0)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import ast
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import AfterValidator
 from torch import nn
 
 from edgekd.errors import InputError
@@ -39,6 +40,21 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     except (SyntaxError, ValueError) as exc:
         raise InputError(f"model spec {spec!r}: arguments must be literals like width=32 ({exc})") from None
     return name.strip(), kwargs
+
+
+def check_spec(spec: str) -> str:
+    """`spec` when it can name a model: literal arguments and a registered model (or
+    `"pkg.module:callable"`, imported only when the model is built); else ValueError."""
+    try:
+        name, _ = parse_spec(spec)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    models.check_or_user_code(name)
+    return spec
+
+
+# A recipe field holding a model spec, checked when the recipe is validated.
+ModelSpec = Annotated[str, AfterValidator(check_spec)]
 
 
 def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -17,13 +17,12 @@ from __future__ import annotations
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import fx
 
 from edgekd.errors import InputError
 from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes, quant_schedule
 from edgekd.quant.profiles import profiles
-from edgekd.registry import close_matches
 from edgekd.config import StrictModel
 from edgekd.stage import Stage, StepResult, stages
 
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 
 # Stage kinds that change the model's structure, which must happen on the float model.
 STRUCTURAL_STAGES = ("prune", "qat")
+ProfileName = profiles.name_type()
 
 
 class QATConfig(StrictModel):
@@ -46,21 +46,13 @@ class QATConfig(StrictModel):
     freeze_bn_epoch: after this many recovery epochs BatchNorm statistics stop updating
       (profiles that keep BatchNorm, e.g. tensorrt; ort-x86 folds it before quantizing)."""
 
-    profile: str = "ort-x86"
+    profile: ProfileName = "ort-x86"
     calibration_batches: int = Field(32, ge=1)
     calibration: Literal["max", "percentile", "mse"] = "max"
     percentile: float = Field(99.99, gt=50, le=100)
     learnable_scales: bool = False
     freeze_observers_epoch: int | None = Field(None, ge=0)
     freeze_bn_epoch: int = Field(1, ge=0)
-
-    @field_validator("profile")
-    @classmethod
-    def _known_profile(cls, value: str) -> str:
-        if value not in profiles:
-            known = profiles.names()
-            raise ValueError(f"unknown quantization profile {value!r}.{close_matches(value, known)} Known: {', '.join(known)}.")
-        return value
 
     @property
     def observers_frozen_from(self) -> int:

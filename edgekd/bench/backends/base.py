@@ -120,6 +120,8 @@ class Backend:
 
     name: ClassVar[str]
     has_profile: ClassVar[bool] = False
+    # Whether it runs ONNX files (what a recipe's bench stage times) or only Python objects.
+    reads_onnx: ClassVar[bool] = True
 
     def load(self, model: Any, options: BackendOptions) -> Runner:
         raise NotImplementedError
