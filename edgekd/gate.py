@@ -11,7 +11,10 @@ Two kinds of threshold:
 Latency comparisons use ratios measured side by side in one process (`latency.speedup`), never
 milliseconds from two different machines; only `max_latency_ms` reads absolute time.
 
->>> report = {"teacher": {"accuracy": 0.97}, "student": {"accuracy": 0.955, "size_bytes": 17480}}
+>>> from edgekd.records import Report
+>>> report = Report.from_json({
+...     "name": "demo", "teacher": {"model": "cnn", "accuracy": 0.97, "macs": 9, "params": 9, "size_bytes": 36},
+...     "student": {"model": "cnn", "accuracy": 0.955, "macs": 5, "params": 5, "size_bytes": 20}})
 >>> [r.passed for r in evaluate_gates(report, GatesConfig(min_accuracy=0.9, max_accuracy_drop=1))]
 [True, False]
 """
@@ -20,19 +23,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from pydantic import Field, ValidationError
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from edgekd.errors import InputError, read_mapping_file
 from edgekd.config import StrictModel
+from edgekd.errors import InputError, read_mapping_file
 
 REPORT_SCHEMA = "edgekd.report/1"
 BYTES_PER_MB = 1_000_000  # decimal megabytes, as storage and flash sizes are quoted
@@ -332,89 +330,3 @@ def evaluate_gates(
             if limit is not None:
                 results.append(compare(report, baseline, limit, config))
     return results
-
-
-# ---------------------------------------------------------------- showing the verdicts
-
-GATE_HEADERS = ("gate", "measured", "threshold", "result", "reason")
-GATE_ALIGN = "lrrll"
-
-
-def gate_rows(results: list[GateResult]) -> list[tuple[str, str, str, str, str]]:
-    """The table every output shows (terminal, JUnit-adjacent summaries, report.md/html)."""
-    return [
-        (
-            r.name,
-            format_value(r.measured, r.unit),
-            f"{'≥' if r.is_lower_bound else '≤'} {format_value(r.threshold, r.unit)}",
-            "pass" if r.passed else "FAIL",
-            r.reason,
-        )
-        for r in results
-    ]
-
-
-def verdict_line(results: list[GateResult]) -> str:
-    failed = [r.name for r in results if not r.passed]
-    if failed:
-        return f"{len(failed)} of {len(results)} gates failed: {', '.join(failed)}"
-    return f"all {len(results)} gates passed"
-
-
-def render_gates(results: list[GateResult], console: Console, title: str = "edgekd gates") -> None:
-    """The verdict table, then each gate's reason on its own line (terminals in CI are often 80 columns)."""
-    table = Table(title=title, title_justify="left")
-    for header, align in zip(GATE_HEADERS[:4], GATE_ALIGN):
-        table.add_column(header, justify="right" if align == "r" else "left", no_wrap=True)
-    for row, result in zip(gate_rows(results), results):
-        table.add_row(*row[:3], "[green]pass[/]" if result.passed else "[bold red]FAIL[/]")
-    console.print(table)
-    for result in results:
-        mark = "[green]✓[/]" if result.passed else "[bold red]✗[/]"
-        console.print(f"{mark} {result.name}: {escape(result.reason)}", highlight=False)
-    console.print(verdict_line(results), style="green" if all(r.passed for r in results) else "bold red")
-
-
-def markdown_table(headers: Iterable[str], rows: Iterable[Iterable[Any]], align: str = "") -> str:
-    """A GitHub-flavoured table; `align` holds one l/r per column (default: all left)."""
-
-    def cells(values: Iterable[Any]) -> str:
-        return "| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in values) + " |"
-
-    headers = list(headers)
-    rules = ["---:" if a == "r" else "---" for a in align.ljust(len(headers), "l")]
-    lines = [cells(headers), cells(rules), *(cells(row) for row in rows)]
-    return "\n".join(lines) + "\n"
-
-
-def append_github_summary(results: list[GateResult], title: str) -> Path | None:
-    """Append a Markdown table to `$GITHUB_STEP_SUMMARY` (set by GitHub Actions); None when unset."""
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not target:
-        return None
-    mark = "✅" if all(r.passed for r in results) else "❌"
-    table = markdown_table(GATE_HEADERS, gate_rows(results), GATE_ALIGN)
-    text = f"### {mark} {title}: {verdict_line(results)}\n\n{table}\n"
-    with open(target, "a", encoding="utf-8") as summary:
-        summary.write(text)
-    return Path(target)
-
-
-def write_junit(results: list[GateResult], path: str | Path, classname: str = "edgekd.gates") -> Path:
-    """One <testcase> per gate in one <testsuite name="edgekd gates">; failures carry the reason."""
-    failures = str(sum(not r.passed for r in results))
-    counts = {"tests": str(len(results)), "failures": failures, "errors": "0", "skipped": "0", "time": "0"}
-    suites = ET.Element("testsuites", counts)
-    suite = ET.SubElement(suites, "testsuite", {"name": "edgekd gates", **counts})
-    for result, row in zip(results, gate_rows(results)):
-        case = ET.SubElement(suite, "testcase", {"name": result.name, "classname": classname, "time": "0"})
-        if result.passed:
-            ET.SubElement(case, "system-out").text = result.reason
-        else:
-            failure = ET.SubElement(case, "failure", {"message": result.reason, "type": "GateFailed"})
-            failure.text = f"measured {row[1]}, threshold {row[2]}"
-    ET.indent(suites)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
-    return path

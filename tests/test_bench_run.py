@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from edgekd.bench import SCHEMA, benchmark, render
-from edgekd.bench.command import bench_command
+from edgekd.cli.bench import bench_command
 from edgekd.errors import EdgekdError, InputError
 
 # Short runs: these tests check the harness, not the models' speed.

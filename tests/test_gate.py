@@ -14,15 +14,9 @@ from pydantic import ValidationError
 from typer.exceptions import TyperException
 
 from edgekd.errors import EdgekdError, InputError
-from edgekd.gate import (
-    BaselineLimits,
-    GatesConfig,
-    deployed_artefact,
-    evaluate_gates,
-    parse_fraction,
-    write_junit,
-)
-from edgekd.gate_command import gate_command, report_command
+from edgekd.cli.gate import gate_command, report_command
+from edgekd.gate import BaselineLimits, GatesConfig, deployed_artefact, evaluate_gates, parse_fraction
+from edgekd.report import write_junit
 
 
 def _latency(rng: np.random.Generator, median_ms: float, n: int = 200) -> dict[str, Any]:

@@ -6,7 +6,7 @@
     result.ratio("teacher", 64)    # median latency teacher / student at batch 64, with its CI
     result.to_json()               # JSON-able dict, schema "edgekd.bench/1"
 
-`edgekd.bench.command.bench_command` is the `edgekd bench` CLI command."""
+`edgekd bench` (edgekd/cli/bench.py) is the command over it."""
 
 from edgekd.bench.backends import Backend, BackendOptions, Runner, backends
 from edgekd.bench.environment import environment

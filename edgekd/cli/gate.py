@@ -13,19 +13,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from edgekd.errors import GateFailed, InputError
-from edgekd.gate import (
-    BaselineLimits,
-    GatesConfig,
-    append_github_summary,
-    evaluate_gates,
-    load_report,
-    parse_fraction,
-    render_gates,
-    stored_gates_config,
-    verdict_line,
-    write_junit,
-)
-from edgekd.report import write_reports
+from edgekd.gate import BaselineLimits, GatesConfig, evaluate_gates, load_report, parse_fraction, stored_gates_config
+from edgekd.report import append_github_summary, render_gates, verdict_line, write_junit, write_reports
 
 def _cli_config(values: dict[str, Any]) -> GatesConfig:
     try:

@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, PercentFormatter
 
-from edgekd.gate import GATE_ALIGN, GATE_HEADERS, GateResult, deployed_artefact, gate_rows, markdown_table, verdict_line
+from edgekd.gate import GateResult, deployed_artefact
+from edgekd.report.tables import GATE_ALIGN, GATE_HEADERS, gate_rows, markdown_table, verdict_line
 
 PLOT_DIR = "report_plots"
 TEACHER_COLOR = "#d4a017"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import torch
 import typer
@@ -13,12 +13,8 @@ from rich.table import Table
 
 from edgekd.errors import EdgekdError, InputError
 from edgekd.export.onnx_export import export_onnx
-from edgekd.export.trt_lint import Finding, lint_tensorrt
+from edgekd.export.trt_lint import targets
 from edgekd.models import build_model, load_state_dict_file
-from edgekd.registry import Registry
-
-targets: Registry[Callable[[Path], list[Finding]]] = Registry("check target")
-targets.register(lint_tensorrt, name="tensorrt")
 
 
 def check_command(

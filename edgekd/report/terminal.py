@@ -1,11 +1,16 @@
-"""The table `edgekd compress` prints at the end: every model the run produced, side by side."""
+"""What the terminal shows: the table `edgekd compress` prints at the end (every model the run
+produced, side by side) and the gate verdicts."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from edgekd.gate import GateResult
+from edgekd.report.tables import GATE_ALIGN, GATE_HEADERS, gate_rows, verdict_line
 
 
 def _row(name: str, entry: dict[str, Any]) -> list[str]:
@@ -37,3 +42,17 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     speedup = report.get("latency", {}).get("speedup", {})
     for batch, ratio in sorted(speedup.items(), key=lambda kv: int(kv[0])):
         console.print(f"speedup vs teacher at batch {batch}: {ratio['ratio']:.2f}× (95% CI {ratio['ci'][0]:.2f}–{ratio['ci'][1]:.2f})")
+
+
+def render_gates(results: list[GateResult], console: Console, title: str = "edgekd gates") -> None:
+    """The verdict table, then each gate's reason on its own line (terminals in CI are often 80 columns)."""
+    table = Table(title=title, title_justify="left")
+    for header, align in zip(GATE_HEADERS[:4], GATE_ALIGN):
+        table.add_column(header, justify="right" if align == "r" else "left", no_wrap=True)
+    for row, result in zip(gate_rows(results), results):
+        table.add_row(*row[:3], "[green]pass[/]" if result.passed else "[bold red]FAIL[/]")
+    console.print(table)
+    for result in results:
+        mark = "[green]✓[/]" if result.passed else "[bold red]✗[/]"
+        console.print(f"{mark} {result.name}: {escape(result.reason)}", highlight=False)
+    console.print(verdict_line(results), style="green" if all(r.passed for r in results) else "bold red")

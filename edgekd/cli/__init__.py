@@ -16,11 +16,11 @@ from rich.markup import escape
 
 from edgekd import api
 from edgekd.errors import EdgekdError, GateFailed
-from edgekd.gate import GateResult, render_gates, verdict_line
-from edgekd.bench.command import bench_command
-from edgekd.export.command import check_command, export_command
-from edgekd.gate_command import gate_command, report_command
-from edgekd.summary import print_summary
+from edgekd.cli.bench import bench_command
+from edgekd.cli.export import check_command, export_command
+from edgekd.cli.gate import gate_command, report_command
+from edgekd.gate import GateResult
+from edgekd.report import print_summary, render_gates, verdict_line
 
 app = typer.Typer(
     help="Compress neural networks for edge devices: prune / QAT ↔ teacher-guided recovery, ONNX export, benchmarks, CI gates.",
