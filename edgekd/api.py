@@ -2,7 +2,7 @@
 
 >>> import edgekd
 >>> report = edgekd.compress("recipes/quickstart.yaml", workdir="runs/demo")  # doctest: +SKIP
->>> report["student"]["accuracy"]  # doctest: +SKIP
+>>> report.student.accuracy  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from edgekd.recipe import Recipe, load_recipe
+from edgekd.records import Artefacts, Report
 from edgekd.run import Run
 from edgekd.run import compress as run_recipe
 
@@ -30,8 +31,8 @@ def compress(
     quiet: bool = False,
     console: Console | None = None,
     **overrides: Any,
-) -> dict[str, Any]:
-    """Run a recipe (a path, a dict or a Recipe) and return its report.
+) -> Report:
+    """Run a recipe (a path, a dict or a Recipe) and return its report (also in `<workdir>/report.json`).
 
     Keyword overrides are recipe fields: `compress("r.yaml", seed=1, workdir="runs/x")`;
     dotted paths go through `set=["distill.temperature=2"]`."""
@@ -42,7 +43,7 @@ def compress(
     return run_recipe(recipe, resume=resume, quiet=quiet, console=console)
 
 
-def export_run(workdir: str | Path, *, opset: int = 17, dynamic_batch: bool = True, console: Console | None = None) -> dict[str, Any]:
+def export_run(workdir: str | Path, *, opset: int = 17, dynamic_batch: bool = True, console: Console | None = None) -> Artefacts:
     """Re-export the latest student of a run folder (its recipe and checkpoints rebuild it exactly)."""
     import json
 

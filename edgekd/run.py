@@ -32,13 +32,14 @@ from edgekd.data.views import View, views_from
 from edgekd.distributed import Distributed
 from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, TrainConfig, fit
 from edgekd.errors import InputError
-from edgekd.gate import REPORT_SCHEMA, evaluate_gates
+from edgekd.gate import evaluate_gates
 from edgekd.metrics import accuracy, measure
 from edgekd.models import build_model, load_state_dict_file
 from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.recipe import PlannedStage, Recipe
-from edgekd.stage import StepResult
+from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherRecord
 from edgekd.report import write_reports
+from edgekd.stage import StepResult
 
 CHECKPOINT_FORMAT = "edgekd.checkpoint/1"
 
@@ -111,7 +112,8 @@ class Run:
         self.data: DataBundle
         self.teacher: nn.Module
         self.student: nn.Module
-        self.report: dict[str, Any] = {}
+        self.report: Report
+        self.artefacts = Artefacts()  # what export and bench stages produced so far
         self.progress: Progress | None = None
         views = views_from(recipe.data.views)
         self.student_view: View = views[recipe.student.input]
@@ -235,7 +237,7 @@ class Run:
                 model = copy.deepcopy(self.teacher).requires_grad_(True)
                 example = self.teacher_view(self.data.test.tensors[0][:1].to(self.device))
                 pruner = ChannelPruner(model, example, PruneConfig(target_macs=config.assistant_macs))
-                pruner.prune_to(config.assistant_macs * self.report["teacher"]["macs"])
+                pruner.prune_to(config.assistant_macs * self.report.teacher.macs)
             model.requires_grad_(True)
             settings = DistillConfig.model_validate(
                 {**self.recipe.distill.model_dump(), "method": "kd", "epochs": config.assistant_epochs}
@@ -256,7 +258,7 @@ class Run:
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     # ---- the pipeline -----------------------------------------------------------
-    def execute(self, resume: bool = False) -> dict[str, Any]:
+    def execute(self, resume: bool = False) -> Report:
         self.dist = Distributed.from_environment(self.device)
         self.device = self.dist.device_for_rank(self.device)
         if not self.dist.is_main:  # one voice: rank 0 prints and writes
@@ -276,7 +278,7 @@ class Run:
             self.dist.close()
         return self.report
 
-    def export_latest(self, config: Any) -> dict[str, Any]:
+    def export_latest(self, config: Any) -> Artefacts:
         """Rebuild the student of the last finished step and export it (see `edgekd export RUN`)."""
         from edgekd.export.stage import ExportStage
 
@@ -285,7 +287,7 @@ class Run:
             if not self._progress_file.is_file():
                 raise InputError(f"{str(self.workdir)!r} has no finished step to export yet")
             self._resume()
-            return ExportStage(config, len(self.recipe.plan)).apply(self, 1).report
+            return ExportStage(config, len(self.recipe.plan)).apply(self, 1).artefacts
 
     @contextmanager
     def _progress(self) -> Iterator[None]:
@@ -306,21 +308,18 @@ class Run:
             test_split=data.test_split, limit=data.limit, options=data.options,
         )
         self.teacher = self.obtain_teacher(self.recipe.teacher)
-        self.report = {
-            "schema": REPORT_SCHEMA,
-            "name": self.recipe.name,
-            "recipe_hash": self.recipe.fingerprint(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "edgekd": __version__,
-            "workdir": str(self.workdir),
-            "world_size": self.dist.world_size,
-            "dataset": self.data.summary(),
-            "teacher": {"model": self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher, "teacher")},
-            "steps": [],
-            "environment": environment(),
-            "complete": False,
-        }
-        self.console.print(f"teacher {self.recipe.teacher.model}: test accuracy {self.report['teacher']['accuracy']:.2%}")
+        self.report = Report(
+            name=self.recipe.name,
+            recipe_hash=self.recipe.fingerprint(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            edgekd=__version__,
+            workdir=str(self.workdir),
+            world_size=self.dist.world_size,
+            dataset=DatasetSummary.model_validate(self.data.summary()),
+            teacher=TeacherRecord(model=self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher, "teacher")),
+            environment=environment(),
+        )
+        self.console.print(f"teacher {self.recipe.teacher.model}: test accuracy {self.report.teacher.accuracy:.2%}")
 
     def _evaluate_and_measure(self, model: nn.Module, role: str = "student") -> dict[str, Any]:
         return {"accuracy": self.evaluate(model, role=role), **self.measure(model, role)}
@@ -362,7 +361,7 @@ class Run:
         self._write_recipe()
         self.student = self._initial_student()
         self._restores: list[dict[str, Any]] = []
-        self._report_updates: dict[str, Any] = {}
+        self.artefacts = Artefacts()
         self._write_report()
         return set()
 
@@ -396,9 +395,9 @@ class Run:
         self.student.to(self.device)
         self._write_recipe()  # only once the checkpoint is known to continue it
         self._restores = list(saved["restores"])
-        self.report["steps"] = json.loads(saved["records"])
-        self._report_updates = json.loads(saved["report"])
-        _deep_update(self.report, copy.deepcopy(self._report_updates))
+        self.report.steps = [StepRecord.from_json(record) for record in json.loads(saved["records"])]
+        self.artefacts = Artefacts.from_json(json.loads(saved["report"]))
+        self.report.apply(self.artefacts)
         done = {tuple(pair) for pair in progress["done"]}
         self.console.print(f"resume: {len(done)} finished step(s) restored from {checkpoint_path.name}")
         return done  # type: ignore[return-value]
@@ -409,8 +408,8 @@ class Run:
             "format": CHECKPOINT_FORMAT,
             "student": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
             "restores": self._restores,
-            "records": json.dumps(self.report["steps"]),
-            "report": json.dumps(self._report_updates),
+            "records": json.dumps([record.to_json() for record in self.report.steps]),
+            "report": json.dumps(self.artefacts.to_json()),
         }
         self._checkpoint_dir.mkdir(exist_ok=True)
         if not self.dist.is_main:
@@ -437,21 +436,22 @@ class Run:
         self.dist.barrier()
         self._restores.append({"stage_index": planned.index, "step": step, "state": result.state})
         if stage.compresses:
-            record = self._recover_and_record(planned, step, label, seed)
-            record.update(result.record)
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            self.report["steps"].append(record)
+            measured = self._recover_and_measure(planned, step, label, seed)
+            record = StepRecord.model_validate({**measured, **result.record, "seconds": round(time.perf_counter() - started, 3)})
+            self.report.steps.append(record)
+            before = record.accuracy_before_recovery
             self.console.print(
-                f"{label}: accuracy {record['accuracy']:.2%}"
-                + (f" (before recovery {record['accuracy_before_recovery']:.2%})" if record["accuracy_before_recovery"] is not None else "")
-                + f", MACs {record['macs']:,}, params {record['params']:,}"
+                f"{label}: accuracy {record.accuracy:.2%}"
+                + (f" (before recovery {before:.2%})" if before is not None else "")
+                + f", MACs {record.macs:,}, params {record.params:,}"
             )
-        _deep_update(self._report_updates, copy.deepcopy(result.report))
-        _deep_update(self.report, copy.deepcopy(result.report))
+        self.artefacts = self.artefacts.merged(result.artefacts)
+        self.report.apply(result.artefacts)
         self._checkpoint(planned, step)
         self._write_report()
 
-    def _recover_and_record(self, planned: PlannedStage, step: int, label: str, seed: int) -> dict[str, Any]:
+    def _recover_and_measure(self, planned: PlannedStage, step: int, label: str, seed: int) -> dict[str, Any]:
+        """Recover the student after a compression step; the StepRecord fields the runner measures."""
         recover = planned.recover
         trains = recover is not None and recover.epochs > 0
         before = self.evaluate(self.student) if trains else None
@@ -472,25 +472,24 @@ class Run:
 
     def _finish(self) -> None:
         student_spec = self.recipe.student.model
-        final = self.report["steps"][-1] if self.report["steps"] else {
+        final = self.report.steps[-1] if self.report.steps else None
+        metrics = final.model_dump(include={"accuracy", "macs", "params", "size_bytes"}) if final else {
             "accuracy": self.evaluate(self.student), **self.measure(self.student)
         }
-        self.report["student"] = {
-            "model": self.recipe.teacher.model if student_spec == "teacher" else student_spec,
-            **{k: final[k] for k in ("accuracy", "macs", "params", "size_bytes")},
-            **self.report.get("student", {}),
-        }
-        self.report["complete"] = True
+        model = self.recipe.teacher.model if student_spec == "teacher" else student_spec
+        self.report.student = StudentRecord(model=model, **metrics)
+        self.report.apply(self.artefacts)
+        self.report.complete = True
         gates = self.recipe.gates
         if gates is not None and gates.has_thresholds():
-            self.report["gates_config"] = gates.model_dump(mode="json")
-            self.report["gates"] = [result.to_json() for result in evaluate_gates(self.report, gates)]
+            self.report.gates_config = gates
+            self.report.gates = evaluate_gates(self.report, gates)
         self._write_report()
         if self.dist.is_main:
             write_reports(self.workdir, self.report)
 
     def _write_report(self) -> None:
-        self._write_json(self.workdir / "report.json", self.report)
+        self._write_json(self.workdir / "report.json", self.report.to_json())
 
     def _write_json(self, path: Path, data: Any) -> None:
         if self.dist.is_main:
@@ -502,16 +501,7 @@ class Run:
             atomic_write_bytes(path, write)
 
 
-def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
-    return target
-
-
-def compress(recipe: Recipe, *, resume: bool = False, console: Console | None = None, quiet: bool = False) -> dict[str, Any]:
+def compress(recipe: Recipe, *, resume: bool = False, console: Console | None = None, quiet: bool = False) -> Report:
     """Run a validated recipe; returns the report (also in `<workdir>/report.json`)."""
     return Run(recipe, console=console, quiet=quiet).execute(resume=resume)
 

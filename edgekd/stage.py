@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgekd.config import StrictModel
+from edgekd.records import Artefacts
 from edgekd.registry import Registry
 
 if TYPE_CHECKING:
@@ -28,13 +29,13 @@ if TYPE_CHECKING:
 class StepResult:
     """What one step of a stage hands back to the runner.
 
-    `record`: fields merged into (and overriding) the measured StepRecord, e.g. `{"int8": True}`.
-    `state`: JSON-able data that `restore` needs to redo this step's structural change on resume.
-    `report`: fields merged into the top level of report.json (e.g. exported ONNX files)."""
+    `record`: StepRecord fields the stage measured itself, over the runner's (e.g. `{"int8": True}`);
+    the runner validates them as a StepRecord. `state`: JSON-able data that `restore` needs to redo
+    this step's structural change on resume. `artefacts`: the files and timings of an artefact stage."""
 
     record: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
+    artefacts: Artefacts = field(default_factory=Artefacts)
 
 
 class Stage:

@@ -9,12 +9,13 @@ interval — the figure CI gates use, since it cancels the machine's speed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, Field
 
 from edgekd.bench.backends import backends
 from edgekd.errors import InputError
+from edgekd.records import Artefacts, BatchLatency, Latency, Speedup
 from edgekd.config import StrictModel
 from edgekd.stage import Stage, StepResult, stages
 
@@ -43,27 +44,26 @@ class BenchConfig(StrictModel):
     memory: bool = True
 
 
-def onnx_models(report: dict[str, Any], workdir: Path) -> dict[str, Path]:
+def onnx_models(artefacts: Artefacts, workdir: Path) -> dict[str, Path]:
     """The exported files by report name (file stem): the teacher first, the deployed student last."""
-    teacher = report.get("teacher", {}).get("onnx")
-    students = report.get("student", {}).get("onnx", {})
-    if not teacher or not students:
+    if artefacts.teacher is None or artefacts.student is None:
         raise InputError("a bench stage needs ONNX files: put an `export` stage before it in `stages:`")
-    paths = [teacher["path"]] + [students[kind]["path"] for kind in ("fp32", "int8") if kind in students]
-    return {Path(p).name.removesuffix(".onnx"): workdir / p for p in paths}
+    students = artefacts.student.onnx
+    files = [artefacts.teacher.onnx] + [students[kind] for kind in ("fp32", "int8") if kind in students]
+    return {file.stem: workdir / file.path for file in files}
 
 
-def latency_section(result: BenchResult, names: list[str], backend: str, threads: int | None) -> dict[str, Any]:
+def latency_section(result: BenchResult, names: list[str], backend: str, threads: int | None) -> Latency:
     """report.json's `latency`: medians, p90 and samples per model and batch; speedup of the deployed student."""
     teacher, deployed = names[0], names[-1]
     batches = sorted({case.batch for case in result.cases})
     models = {
         name: {
-            str(batch): {
-                "median_ms": (case := result.case(name, batch)).latency.median,
-                "p90_ms": case.latency.p90,
-                "samples_ms": (case.timing.blocks_s.ravel() * 1000).tolist(),
-            }
+            batch: BatchLatency(
+                median_ms=(case := result.case(name, batch)).latency.median,
+                p90_ms=case.latency.p90,
+                samples_ms=(case.timing.blocks_s.ravel() * 1000).tolist(),
+            )
             for batch in batches
         }
         for name in names
@@ -71,16 +71,11 @@ def latency_section(result: BenchResult, names: list[str], backend: str, threads
     speedup = {}
     for batch in batches:
         ratio = result.ratio(deployed, batch)  # deployed / teacher
-        speedup[str(batch)] = {"ratio": 1 / ratio.median_ratio, "ci": [1 / ratio.ci_high, 1 / ratio.ci_low], "model": deployed}
+        speedup[batch] = Speedup(ratio=1 / ratio.median_ratio, ci=(1 / ratio.ci_high, 1 / ratio.ci_low), model=deployed)
     cpu = result.environment.get("cpu", {}).get("model", "unknown CPU")
-    return {
-        "backend": backend,
-        "threads": threads,
-        "models": models,
-        "speedup": speedup,
-        "device": f"{cpu} ({threads or 'all'} threads)",
-        "reference": teacher,
-    }
+    return Latency(
+        backend=backend, threads=threads, models=models, speedup=speedup, device=f"{cpu} ({threads or 'all'} threads)", reference=teacher
+    )
 
 
 @stages.register(name="bench")
@@ -92,7 +87,7 @@ class BenchStage(Stage):
         from edgekd.bench import benchmark, render
 
         config: BenchConfig = self.config  # type: ignore[assignment]
-        models = onnx_models(run.report, run.workdir)
+        models = onnx_models(run.artefacts, run.workdir)
         results = {}
         for backend in config.backends:
             result = benchmark(
@@ -103,7 +98,7 @@ class BenchStage(Stage):
             render(result, run.console)
             results[backend] = result
         first = config.backends[0]
-        return StepResult(report={
-            "latency": latency_section(results[first], list(models), first, config.threads),
-            "bench": {name: result.to_json() for name, result in results.items()},
-        })
+        return StepResult(artefacts=Artefacts(
+            latency=latency_section(results[first], list(models), first, config.threads),
+            bench={name: result.to_json() for name, result in results.items()},
+        ))

@@ -19,7 +19,6 @@ from edgekd.errors import EdgekdError, GateFailed
 from edgekd.cli.bench import bench_command
 from edgekd.cli.export import check_command, export_command
 from edgekd.cli.gate import gate_command, report_command
-from edgekd.gate import GateResult
 from edgekd.report import print_summary, render_gates, verdict_line
 
 app = typer.Typer(
@@ -62,10 +61,10 @@ def compress(
     console = Console()
     report = api.compress(recipe, set=overrides, resume=resume, quiet=quiet, console=console)
     print_summary(report, console)
-    workdir = Path(report["workdir"])
+    workdir = Path(report.workdir or ".")
     console.print(f"report: {workdir / 'report.json'} · {workdir / 'report.html'}")
-    if report.get("gates"):
-        results = [GateResult.from_json(g) for g in report["gates"]]
+    if report.gates:
+        results = report.gates
         render_gates(results, console)
         if not all(r.passed for r in results):
             raise GateFailed(f"{verdict_line(results)} (the report is written: {workdir / 'report.json'})")

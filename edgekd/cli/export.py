@@ -73,8 +73,8 @@ def export_command(
         from edgekd.api import export_run
 
         files = export_run(run, opset=opset, dynamic_batch=dynamic_batch)
-        for kind, entry in files["student"]["onnx"].items():
-            Console().print(f"{kind}: {run / entry['path']} — ONNX Runtime test accuracy {entry['accuracy']:.2%}, {entry['size_bytes']:,} bytes")
+        for kind, entry in (files.student.onnx if files.student else {}).items():
+            Console().print(f"{kind}: {run / entry.path} — ONNX Runtime test accuracy {entry.accuracy:.2%}, {entry.size_bytes:,} bytes")
         return
     if model is None or weights is None or input_shape is None:
         raise InputError("give a run folder (edgekd export runs/x), or --model, --weights and --input-shape together")

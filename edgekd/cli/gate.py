@@ -14,6 +14,7 @@ from rich.console import Console
 
 from edgekd.errors import GateFailed, InputError
 from edgekd.gate import BaselineLimits, GatesConfig, evaluate_gates, load_report, parse_fraction, stored_gates_config
+from edgekd.records import Report
 from edgekd.report import append_github_summary, render_gates, verdict_line, write_junit, write_reports
 
 def _cli_config(values: dict[str, Any]) -> GatesConfig:
@@ -24,7 +25,7 @@ def _cli_config(values: dict[str, Any]) -> GatesConfig:
         raise InputError(f"{problems}. Accuracies are fractions (0.9 = 90%), drops are points (0.5 = 0.5%).") from None
 
 
-def _choose_gates(report: dict[str, Any], report_path: Path, config: GatesConfig, limits: BaselineLimits, has_baseline: bool) -> GatesConfig:
+def _choose_gates(report: Report, report_path: Path, config: GatesConfig, limits: BaselineLimits, has_baseline: bool) -> GatesConfig:
     """Thresholds on the command line win; with none, re-evaluate the recipe's gates stored in the report."""
     if has_baseline and not limits.has_thresholds():
         raise InputError("--baseline needs a limit to compare with: --max-accuracy-drop, --max-size-growth or --max-speedup-drop")
@@ -84,10 +85,10 @@ def gate_command(
     })  # fmt: skip
     config = _choose_gates(current, report, config, limits, has_baseline)
     results = evaluate_gates(current, config, reference, limits)
-    title = f"edgekd gates · {current['name']}" + (f" vs {baseline}" if baseline else "")
+    title = f"edgekd gates · {current.name}" + (f" vs {baseline}" if baseline else "")
     render_gates(results, Console(), title)
     if junit is not None:
-        write_junit(results, junit, classname=f"edgekd.gates.{current['name']}")
+        write_junit(results, junit, classname=f"edgekd.gates.{current.name}")
     append_github_summary(results, title)
     if not all(r.passed for r in results):
         raise GateFailed(verdict_line(results))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
 import torch
 from pydantic import Field
@@ -23,6 +23,7 @@ from edgekd.data.views import View
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.runtime import onnx_accuracy, parity
 from edgekd.quant.graph import quant_schedule, to_float
+from edgekd.records import Artefacts, OnnxFile, Parity, StudentFiles, TeacherFiles
 from edgekd.config import StrictModel
 from edgekd.stage import Stage, StepResult, stages
 
@@ -63,11 +64,11 @@ class ExportStage(Stage):
         if quantized:
             files["int8"] = self._write(run, student, run.student_view, "student.int8.onnx", "int8")
         teacher = self._write(run, run.teacher, run.teacher_view, "teacher.onnx", "fp32", check_parity=False)
-        return StepResult(report={"teacher": {"onnx": teacher}, "student": {"onnx": files}})
+        return StepResult(artefacts=Artefacts(teacher=TeacherFiles(onnx=teacher), student=StudentFiles(onnx=files)))
 
     def _write(
         self, run: Run, model: nn.Module, view: View, name: str, precision: str, check_parity: bool = True
-    ) -> dict[str, Any]:
+    ) -> OnnxFile:
         """Export one file, check it against PyTorch, measure its test accuracy in ONNX Runtime."""
         config = self.config
         path = Path(run.workdir) / name
@@ -76,16 +77,15 @@ class ExportStage(Stage):
             exporter=config.exporter if precision == "fp32" else "torchscript",
             metadata={"precision": precision, "recipe_hash": run.recipe.fingerprint(), "recipe": run.recipe.name},
         )
-        # Paths relative to the workdir, so a report stays valid when the run folder moves (CI artefacts).
-        entry: dict[str, Any] = {"path": name, "exporter": exporter}
+        agreement = None
         if check_parity:
             threshold = getattr(config.parity_min_agreement, precision)
             images = (x for x, _ in islice(_batches(run, "val", view), config.parity_batches))
-            entry["parity"] = parity(model, path, images, min_agreement=threshold)
-        entry["accuracy"] = onnx_accuracy(path, _batches(run, "test", view))
-        write_metadata(path, {"test_accuracy": f"{entry['accuracy']:.6f}"})
-        entry["size_bytes"] = path.stat().st_size
-        return entry
+            agreement = Parity.model_validate(parity(model, path, images, min_agreement=threshold))
+        accuracy = onnx_accuracy(path, _batches(run, "test", view))
+        write_metadata(path, {"test_accuracy": f"{accuracy:.6f}"})
+        # Paths relative to the workdir, so a report stays valid when the run folder moves (CI artefacts).
+        return OnnxFile(path=name, exporter=exporter, parity=agreement, accuracy=accuracy, size_bytes=path.stat().st_size)
 
 
 def _batches(run: Run, split: str, view: View) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -71,7 +71,7 @@ class PruneStage(Stage):
     def _aim(self, run: Run, step: int) -> float:
         assert self.origin is not None
         metric = self.config.metric
-        reference = self.origin.value if metric == "channels" else run.report["teacher"][metric]
+        reference = self.origin.value if metric == "channels" else getattr(run.report.teacher, metric)
         return aim_for_step(self.origin.value, self.config.keep * reference, step, self.config.steps)
 
     def _sparse_training(self, run: Run) -> None:

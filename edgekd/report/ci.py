@@ -6,7 +6,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from edgekd.gate import GateResult
+from edgekd.records import GateResult
 from edgekd.report.tables import GATE_ALIGN, GATE_HEADERS, gate_rows, markdown_table, verdict_line
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from edgekd.gate import GateResult, format_value
+from edgekd.records import GateResult, format_value
 
 GATE_HEADERS = ("gate", "measured", "threshold", "result", "reason")
 GATE_ALIGN = "lrrll"

@@ -3,45 +3,45 @@ produced, side by side) and the gate verdicts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgekd.gate import GateResult
+from edgekd.records import GateResult, ModelMetrics, Report, as_report
 from edgekd.report.tables import GATE_ALIGN, GATE_HEADERS, gate_rows, verdict_line
 
 
-def _row(name: str, entry: dict[str, Any]) -> list[str]:
-    before = entry.get("accuracy_before_recovery")
-    accuracy = f"{entry['accuracy']:.2%}" + (f" (from {before:.2%})" if before is not None else "")
-    return [name, accuracy, f"{entry['macs']:,}", f"{entry['params']:,}", f"{entry['size_bytes'] / 1024:,.1f} KiB"]
+def _row(name: str, entry: ModelMetrics, before: float | None = None) -> list[str]:
+    accuracy = f"{entry.accuracy:.2%}" + (f" (from {before:.2%})" if before is not None else "")
+    return [name, accuracy, f"{entry.macs:,}", f"{entry.params:,}", f"{entry.size_bytes / 1024:,.1f} KiB"]
 
 
-def summary_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"edgekd · {report['name']}", title_justify="left")
+def summary_table(report: Report | Mapping[str, Any]) -> Table:
+    report = as_report(report)
+    table = Table(title=f"edgekd · {report.name}", title_justify="left")
     for column in ("model", "accuracy", "MACs", "parameters", "size"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    table.add_row(*_row(f"teacher {report['teacher']['model']}", report["teacher"]))
-    for record in report["steps"]:
-        step = f" {record['step']}/{record['steps']}" if record["steps"] > 1 else ""
-        table.add_row(*_row(f"  stages[{record['stage_index']}] {record['stage']}{step}", record))
-    student = report.get("student")
+    table.add_row(*_row(f"teacher {report.teacher.model}", report.teacher))
+    for record in report.steps:
+        step = f" {record.step}/{record.steps}" if record.steps > 1 else ""
+        table.add_row(*_row(f"  stages[{record.stage_index}] {record.stage}{step}", record, record.accuracy_before_recovery))
+    student = report.student
     if student:
-        table.add_row(*_row(f"student {student['model']}", student), style="bold")
-        for kind, onnx in sorted(student.get("onnx", {}).items()):
-            size = f"{onnx['size_bytes'] / 1024:,.1f} KiB"
-            accuracy = f"{onnx['accuracy']:.2%}" if onnx.get("accuracy") is not None else "–"
-            table.add_row(f"  ONNX {kind} ({onnx['path']})", accuracy, "", "", size)
+        table.add_row(*_row(f"student {student.model}", student), style="bold")
+        for kind, onnx in sorted(student.onnx.items()):
+            accuracy = f"{onnx.accuracy:.2%}" if onnx.accuracy is not None else "–"
+            table.add_row(f"  ONNX {kind} ({onnx.path})", accuracy, "", "", f"{onnx.size_bytes / 1024:,.1f} KiB")
     return table
 
 
-def print_summary(report: dict[str, Any], console: Console) -> None:
+def print_summary(report: Report | Mapping[str, Any], console: Console) -> None:
+    report = as_report(report)
     console.print(summary_table(report))
-    speedup = report.get("latency", {}).get("speedup", {})
-    for batch, ratio in sorted(speedup.items(), key=lambda kv: int(kv[0])):
-        console.print(f"speedup vs teacher at batch {batch}: {ratio['ratio']:.2f}× (95% CI {ratio['ci'][0]:.2f}–{ratio['ci'][1]:.2f})")
+    for batch, speedup in report.speedups():
+        console.print(f"speedup vs teacher at batch {batch}: {speedup.ratio:.2f}× (95% CI {speedup.ci[0]:.2f}–{speedup.ci[1]:.2f})")
 
 
 def render_gates(results: list[GateResult], console: Console, title: str = "edgekd gates") -> None:

@@ -1,0 +1,367 @@
+"""report.json as typed records: stages produce them; gates, the report renderers and the
+terminal summary read them. JSON is only the on-disk form (`Report.from_json` / `to_json`),
+and its shape is the one `edgekd.report/1` has always had, so old reports still gate and render.
+
+A leaf module: it imports nothing of edgekd's but the recipe building blocks.
+
+>>> step = StepRecord(stage="prune", stage_index=0, step=1, steps=2, accuracy=0.95,
+...                   accuracy_before_recovery=0.9, macs=1_000, params=100, size_bytes=400, target=500)
+>>> step.to_json()["target"], "int8" in step.to_json()  # a stage's own fields appear when it set them
+(500, False)
+>>> Latency.model_validate({"models": {"teacher": {"64": {"median_ms": 2.0, "p90_ms": 2.5}}}}).batches()
+[64]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from edgekd.config import StrictModel
+
+REPORT_SCHEMA = "edgekd.report/1"
+
+
+class Record(BaseModel):
+    """Base of every record. Unknown keys are errors; the fields named in `omit_when_empty` are
+    left out of the JSON while unset (None, {} or []), as the runner has always written them."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    omit_when_empty: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_empty(self, handler: Any) -> Any:
+        data = handler(self)
+        return {key: value for key, value in data.items() if not (key in self.omit_when_empty and value in (None, {}, []))}
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Any:
+        return cls.model_validate(data)
+
+
+# ---------------------------------------------------------------- models and files
+
+
+class ModelMetrics(Record):
+    """A model as the report measures it: test accuracy (PyTorch, a fraction), MACs per sample
+    (batch 1), trainable parameters, and the bytes of its parameters and buffers as stored."""
+
+    accuracy: float
+    macs: int
+    params: int
+    size_bytes: int
+
+
+class Parity(Record):
+    """How closely ONNX Runtime reproduces PyTorch on validation batches (top-1 agreement)."""
+
+    agreement: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    samples: int
+    min_agreement: float
+
+
+class OnnxFile(Record):
+    """One exported file: `path` relative to the workdir, its ONNX Runtime test accuracy and parity."""
+
+    omit_when_empty = frozenset({"exporter", "parity"})
+
+    path: str
+    exporter: str | None = None
+    parity: Parity | None = None
+    accuracy: float | None = None
+    size_bytes: int
+
+    @property
+    def stem(self) -> str:
+        """The file's name without `.onnx`: its model key in the latency section."""
+        return Path(self.path).name.removesuffix(".onnx")
+
+
+class TeacherRecord(ModelMetrics):
+    omit_when_empty = frozenset({"onnx"})
+
+    model: str
+    onnx: OnnxFile | None = None
+
+
+class StudentRecord(ModelMetrics):
+    """The final student; `onnx` holds its exported files by precision (`fp32`, `int8`)."""
+
+    omit_when_empty = frozenset({"onnx"})
+
+    model: str
+    onnx: dict[str, OnnxFile] = Field(default_factory=dict)
+
+
+class StepRecord(ModelMetrics):
+    """One finished step: the student after recovery, and before it (None without recovery).
+    The fields after `recovery_seconds` belong to one stage kind and appear only where it set them."""
+
+    omit_when_empty = frozenset(
+        {"seconds", "recovery_epochs", "recovery_seconds", "target", "target_metric", "prunable_channels", "int8", "quant_profile"}
+    )
+
+    stage: str
+    stage_index: int
+    step: int
+    steps: int
+    accuracy_before_recovery: float | None
+    seconds: float | None = None
+    recovery_epochs: int | None = None
+    recovery_seconds: float | None = None
+    target: int | None = Field(None, description="prune: the value this step aimed at, in target_metric")
+    target_metric: str | None = Field(None, description="prune: channels, macs or params")
+    prunable_channels: int | None = Field(None, description="prune: channels left that pruning may remove")
+    int8: bool | None = Field(None, description="qat: the student is quantized from this step on")
+    quant_profile: str | None = Field(None, description="qat: the quantization profile")
+
+
+class DatasetSummary(Record):
+    name: str
+    input_shape: list[int] = Field(default_factory=list)
+    num_classes: int | None = None
+    sizes: dict[str, int] = Field(default_factory=dict)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+# ---------------------------------------------------------------- latency
+
+
+class BatchLatency(Record):
+    median_ms: float
+    p90_ms: float
+    samples_ms: list[float] = Field(default_factory=list)
+
+
+class Speedup(Record):
+    """Teacher median / deployed student median at one batch, measured side by side, with its CI."""
+
+    omit_when_empty = frozenset({"model"})
+
+    ratio: float
+    ci: tuple[float, float]
+    model: str | None = None
+
+
+class Latency(Record):
+    """The bench stage's section: per model (file stem) and integer batch size, and the speedups."""
+
+    omit_when_empty = frozenset({"reference"})
+
+    backend: str | None = None
+    threads: int | None = None
+    models: dict[str, dict[int, BatchLatency]]
+    speedup: dict[int, Speedup] = Field(default_factory=dict)
+    device: str | None = None
+    reference: str | None = None
+
+    def batches(self) -> list[int]:
+        """Every benchmarked batch size, ascending."""
+        return sorted({batch for per_batch in self.models.values() for batch in per_batch})
+
+
+# ---------------------------------------------------------------- gates
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A gate's number in its unit: fraction (0.95 → 95.00%), points, MB, x (speedup), ms."""
+    if value is None:
+        return "–"
+    formats = {"fraction": f"{value:.2%}", "points": f"{value:.2f} points", "MB": f"{value:.3f} MB", "x": f"{value:.2f}×", "ms": f"{value:.3f} ms"}
+    return formats[unit]
+
+
+def is_lower_bound(gate_name: str) -> bool:
+    """min_… gates pass at or above the threshold; max_… gates at or below it."""
+    return gate_name.rpartition(".")[2].startswith("min_")
+
+
+class GatesConfig(StrictModel):
+    """The recipe's `gates:` block. Every gate is optional; an unset gate is not evaluated.
+    Gates are the `min_…` / `max_…` fields; `…_batch` fields choose what a gate reads.
+
+    Accuracy gates read the deployed artefact's ONNX Runtime accuracy (int8 ONNX, else fp32 ONNX,
+    else the PyTorch student); size gates read that artefact's file size. `reads` (in a field's
+    schema) names what a stage must provide for the gate to be measurable — the recipe checks it
+    against the plan before anything trains."""
+
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="Lowest accepted accuracy, a fraction (0.9 = 90%).")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, description="Most accuracy the student may lose vs the teacher, in percentage points (0.5 = 0.5%)."
+    )
+    max_size_mb: float | None = Field(None, gt=0, description="Largest accepted deployed file, in MB (10^6 bytes).")
+    min_speedup: float | None = Field(
+        None, gt=0, description="Lowest accepted teacher/student median latency ratio.",
+        json_schema_extra={"reads": "latency", "batch_field": "speedup_batch"},
+    )  # fmt: skip
+    speedup_batch: int | None = Field(None, ge=1, description="Batch size the speedup gates read; default: the largest benchmarked.")
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="Highest accepted median latency of the deployed model. Absolute time: meaningful only on a pinned device.",
+        json_schema_extra={"reads": "latency", "batch_field": "latency_batch"},
+    )  # fmt: skip
+    latency_batch: int | None = Field(None, ge=1, description="Batch size for max_latency_ms; default: the smallest benchmarked (per-request latency).")
+
+    @classmethod
+    def gate_names(cls) -> list[str]:
+        return [name for name in cls.model_fields if name.startswith(("min_", "max_"))]
+
+    @classmethod
+    def requirement(cls, gate: str) -> tuple[str | None, str | None]:
+        """(what a stage must provide for `gate`, the field naming the batch it reads), None where nothing."""
+        extra = cls.model_fields[gate].json_schema_extra or {}
+        assert isinstance(extra, dict)
+        return extra.get("reads"), extra.get("batch_field")  # type: ignore[return-value]
+
+    def thresholds(self) -> dict[str, float]:
+        """The gates this block sets, by name, in declaration order."""
+        return {name: value for name in self.gate_names() if (value := getattr(self, name)) is not None}
+
+    def has_thresholds(self) -> bool:
+        return bool(self.thresholds())
+
+
+class GateResult(Record):
+    """One gate's verdict. `measured` and `threshold` are in `unit`: fraction (0–1), points, MB, x, ms.
+    `measured` is None when the report lacks what the gate reads (then the gate fails)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    measured: float | None
+    threshold: float
+    passed: bool
+    reason: str
+    unit: str
+
+    @property
+    def is_lower_bound(self) -> bool:
+        return is_lower_bound(self.name)
+
+
+# ---------------------------------------------------------------- the report
+
+
+class TeacherFiles(Record):
+    onnx: OnnxFile
+
+
+class StudentFiles(Record):
+    onnx: dict[str, OnnxFile]
+
+
+class Artefacts(Record):
+    """What the artefact stages (export, bench) add to the report. The runner keeps it in every
+    checkpoint, so a resumed run reports the files and timings of steps it does not repeat.
+    Its JSON is the part of report.json it fills in."""
+
+    omit_when_empty = frozenset({"teacher", "student", "latency", "bench"})
+
+    teacher: TeacherFiles | None = None
+    student: StudentFiles | None = None
+    latency: Latency | None = None
+    bench: dict[str, dict[str, Any]] = Field(default_factory=dict, description="backend → its edgekd.bench/1 results")
+
+    def merged(self, later: Artefacts) -> Artefacts:
+        """These artefacts updated by a later stage's: its files join (and replace) these; its timings replace these."""
+        student = {**(self.student.onnx if self.student else {}), **(later.student.onnx if later.student else {})}
+        return Artefacts(
+            teacher=later.teacher or self.teacher,
+            student=StudentFiles(onnx=student) if student else None,
+            latency=later.latency or self.latency,
+            bench={**self.bench, **later.bench},
+        )
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The artefact that ships: the int8 ONNX file if exported, else the fp32 one, else the PyTorch student."""
+
+    label: str
+    accuracy: float
+    size_bytes: int
+    latency_key: str  # its model key in the latency section
+    onnx_kind: str | None  # "int8", "fp32", or None for the PyTorch student
+
+
+class Report(Record):
+    """report.json. `student` is None until the run finishes (then `complete` is true)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+    omit_when_empty = frozenset(
+        {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "gates_config", "gates"}
+    )
+
+    schema_: Literal["edgekd.report/1"] = Field(REPORT_SCHEMA, alias="schema")
+    name: str
+    recipe_hash: str | None = None
+    created: str | None = None
+    edgekd: str | None = None
+    workdir: str | None = None
+    world_size: int = 1
+    dataset: DatasetSummary | None = None
+    teacher: TeacherRecord
+    steps: list[StepRecord] = Field(default_factory=list)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    complete: bool = False
+    student: StudentRecord | None = None
+    latency: Latency | None = None
+    bench: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    gates_config: GatesConfig | None = None
+    gates: list[GateResult] | None = None
+
+    def apply(self, artefacts: Artefacts) -> None:
+        """Take in what artefact stages produced (the student's files once the student is final)."""
+        if artefacts.teacher is not None:
+            self.teacher = self.teacher.model_copy(update={"onnx": artefacts.teacher.onnx})
+        if artefacts.student is not None and self.student is not None:
+            self.student = self.student.model_copy(update={"onnx": {**self.student.onnx, **artefacts.student.onnx}})
+        if artefacts.latency is not None:
+            self.latency = artefacts.latency
+        self.bench = {**self.bench, **artefacts.bench}
+
+    def deployed(self) -> Deployed:
+        """What ships, and the numbers the gates read for it."""
+        student = self.final_student()
+        kind = next((k for k in ("int8", "fp32") if k in student.onnx), None)
+        if kind is None:
+            return Deployed("student (PyTorch)", student.accuracy, student.size_bytes, "student", None)
+        entry = student.onnx[kind]
+        name = Path(entry.path).name
+        # An export that skipped its ONNX evaluation falls back to the PyTorch number, and says so.
+        label = name if entry.accuracy is not None else f"{name} (PyTorch accuracy)"
+        accuracy = entry.accuracy if entry.accuracy is not None else student.accuracy
+        return Deployed(label, accuracy, entry.size_bytes, entry.stem, kind)
+
+    def final_student(self) -> StudentRecord:
+        if self.student is None:
+            raise ValueError(f"report {self.name!r} has no student: the run did not finish")
+        return self.student
+
+    def model_accuracy(self, model: str) -> float | None:
+        """The accuracy of a benchmarked model key: `teacher`, or an ONNX file's stem (`student.int8`)."""
+        if model == "teacher":
+            return self.teacher.accuracy
+        student = self.final_student()
+        for entry in student.onnx.values():
+            if entry.stem == model and entry.accuracy is not None:
+                return entry.accuracy
+        return student.accuracy if model == "student" else None
+
+    def speedups(self) -> list[tuple[int, Speedup]]:
+        """The side-by-side speedups by ascending batch size; empty without a bench stage."""
+        return sorted(self.latency.speedup.items()) if self.latency else []
+
+
+def as_report(report: Report | Mapping[str, Any]) -> Report:
+    """A Report, from itself or from its JSON form (a report.json read with `json.load`)."""
+    return report if isinstance(report, Report) else Report.from_json(report)
