@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from edgekd.version import __version__
 from edgekd.bench.environment import environment
 from edgekd.data import DataBundle, load_data
-from edgekd.data.views import View, views_from
+from edgekd.data.views import views_from
 from edgekd.distributed import Distributed
 from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, TrainConfig, fit
 from edgekd.errors import InputError
@@ -39,7 +39,7 @@ from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.recipe import PlannedStage, Recipe
 from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherRecord
 from edgekd.report import write_reports
-from edgekd.stage import StepResult
+from edgekd.stage import Role, StepResult, View
 
 CHECKPOINT_FORMAT = "edgekd.checkpoint/1"
 
@@ -101,7 +101,7 @@ def _process_alive(pid: int) -> bool:
 
 
 class Run:
-    """One execution of a recipe in its workdir. Stages receive it and use its helpers."""
+    """One execution of a recipe in its workdir. Stages see it as a StageContext (edgekd.stage)."""
 
     def __init__(self, recipe: Recipe, *, console: Console | None = None, quiet: bool = False):
         self.recipe = recipe
@@ -123,7 +123,18 @@ class Run:
         self._teacher_logits: np.ndarray | None = None
         self.dist = Distributed()
 
-    # ---- helpers the stages use -------------------------------------------------
+    # ---- the StageContext: what stages use ----------------------------------------
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def recipe_hash(self) -> str:
+        return self.recipe.fingerprint()
+
+    def view(self, role: Role) -> View:
+        return self.teacher_view if role == "teacher" else self.student_view
+
     def phase_seed(self, stage_index: int, step: int) -> int:
         """A seed that depends only on the recipe seed and the step's position."""
         digest = hashlib.sha256(f"{self.seed}:{stage_index}:{step}".encode()).digest()
@@ -136,17 +147,15 @@ class Run:
         shard = (self.dist.rank, self.dist.world_size) if sharded else (0, 1)
         return self.data.loader(split, size, shuffle=shuffle, seed=self.seed if seed is None else seed, indexed=indexed, shard=shard)
 
-    def example_input(self, batch: int = 1) -> torch.Tensor:
-        """Real test images as the student sees them (its view), on the run's device."""
-        return self.student_view(self.data.test.tensors[0][:batch].to(self.device))
+    def example_input(self, batch: int = 1, role: Role = "student") -> torch.Tensor:
+        """Real test inputs as `role` sees them (its view), on the run's device."""
+        return self.view(role)(self.data.test.tensors[0][:batch].to(self.device))
 
-    def evaluate(self, model: nn.Module, split: str = "test", role: str = "student") -> float:
-        view = self.teacher_view if role == "teacher" else self.student_view
-        return accuracy(model, self.loader(split), self.device, view)
+    def evaluate(self, model: nn.Module, split: str = "test", role: Role = "student") -> float:
+        return accuracy(model, self.loader(split), self.device, self.view(role))
 
-    def measure(self, model: nn.Module, role: str = "student") -> dict[str, int]:
-        view = self.teacher_view if role == "teacher" else self.student_view
-        return measure(model, view(self.data.test.tensors[0][:1].to(self.device)))
+    def measure(self, model: nn.Module, role: Role = "student") -> dict[str, int]:
+        return measure(model, self.example_input(role=role))
 
     def train(
         self,
@@ -235,8 +244,7 @@ class Run:
                 model = self._build(config.assistant, "teacher")
             else:
                 model = copy.deepcopy(self.teacher).requires_grad_(True)
-                example = self.teacher_view(self.data.test.tensors[0][:1].to(self.device))
-                pruner = ChannelPruner(model, example, PruneConfig(target_macs=config.assistant_macs))
+                pruner = ChannelPruner(model, self.example_input(role="teacher"), PruneConfig(target_macs=config.assistant_macs))
                 pruner.prune_to(config.assistant_macs * self.report.teacher.macs)
             model.requires_grad_(True)
             settings = DistillConfig.model_validate(
@@ -321,7 +329,7 @@ class Run:
         )
         self.console.print(f"teacher {self.recipe.teacher.model}: test accuracy {self.report.teacher.accuracy:.2%}")
 
-    def _evaluate_and_measure(self, model: nn.Module, role: str = "student") -> dict[str, Any]:
+    def _evaluate_and_measure(self, model: nn.Module, role: Role = "student") -> dict[str, Any]:
         return {"accuracy": self.evaluate(model, role=role), **self.measure(model, role)}
 
     def _build(self, spec: str, role: str = "teacher") -> nn.Module:

@@ -9,19 +9,17 @@ interval — the figure CI gates use, since it cancels the machine's speed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
 from edgekd.bench.backends import backends
-from edgekd.errors import InputError
-from edgekd.records import Artefacts, BatchLatency, Latency, Speedup
+from edgekd.bench.harness import benchmark
+from edgekd.bench.render import render
+from edgekd.bench.result import BenchResult
 from edgekd.config import StrictModel
-from edgekd.stage import Stage, StepResult, stages
-
-if TYPE_CHECKING:
-    from edgekd.bench.result import BenchResult
-    from edgekd.run import Run
+from edgekd.records import Artefacts, BatchLatency, Latency, Speedup
+from edgekd.stage import Stage, StageContext, StepResult, stages
 
 
 def _times_onnx_files(name: str) -> str:
@@ -46,8 +44,7 @@ class BenchConfig(StrictModel):
 
 def onnx_models(artefacts: Artefacts, workdir: Path) -> dict[str, Path]:
     """The exported files by report name (file stem): the teacher first, the deployed student last."""
-    if artefacts.teacher is None or artefacts.student is None:
-        raise InputError("a bench stage needs ONNX files: put an `export` stage before it in `stages:`")
+    assert artefacts.teacher and artefacts.student, "the plan puts an export stage before every bench stage"
     students = artefacts.student.onnx
     files = [artefacts.teacher.onnx] + [students[kind] for kind in ("fp32", "int8") if kind in students]
     return {file.stem: workdir / file.path for file in files}
@@ -81,21 +78,25 @@ def latency_section(result: BenchResult, names: list[str], backend: str, threads
 @stages.register(name="bench")
 class BenchStage(Stage):
     Config = BenchConfig
+    config: BenchConfig
     compresses = False
+    requires = ("onnx",)
+    provides = ("latency",)
 
-    def apply(self, run: Run, step: int) -> StepResult:
-        from edgekd.bench import benchmark, render
+    def batch_sizes(self) -> tuple[int, ...]:
+        return tuple(self.config.batch_sizes)
 
-        config: BenchConfig = self.config  # type: ignore[assignment]
-        models = onnx_models(run.artefacts, run.workdir)
+    def apply(self, ctx: StageContext, step: int) -> StepResult:
+        config = self.config
+        models = onnx_models(ctx.artefacts, ctx.workdir)
         results = {}
         for backend in config.backends:
             result = benchmark(
                 list(models.values()), backend=backend, batch_sizes=tuple(config.batch_sizes), threads=config.threads,
                 warmup_s=config.warmup_s, min_iterations=config.min_iterations, min_duration_s=config.min_duration_s,
-                memory=config.memory, seed=run.seed,
+                memory=config.memory, seed=ctx.seed,
             )
-            render(result, run.console)
+            render(result, ctx.console)
             results[backend] = result
         first = config.backends[0]
         return StepResult(artefacts=Artefacts(

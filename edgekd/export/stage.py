@@ -13,22 +13,18 @@ from __future__ import annotations
 
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal
+from typing import Iterator, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from edgekd.data.views import View
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.runtime import onnx_accuracy, parity
 from edgekd.quant.graph import quant_schedule, to_float
 from edgekd.records import Artefacts, OnnxFile, Parity, StudentFiles, TeacherFiles
 from edgekd.config import StrictModel
-from edgekd.stage import Stage, StepResult, stages
-
-if TYPE_CHECKING:
-    from edgekd.run import Run
+from edgekd.stage import Role, Stage, StageContext, StepResult, View, stages
 
 
 class ParityThresholds(StrictModel):
@@ -55,39 +51,41 @@ class ExportStage(Stage):
     Config = ExportConfig
     config: ExportConfig
     compresses = False
+    provides = ("onnx",)
 
-    def apply(self, run: Run, step: int) -> StepResult:
-        student = run.student
+    def apply(self, ctx: StageContext, step: int) -> StepResult:
+        student = ctx.student
         quantized = quant_schedule(student) is not None
         float_student = to_float(student) if quantized else student
-        files = {"fp32": self._write(run, float_student, run.student_view, "student.onnx", "fp32")}
+        files = {"fp32": self._write(ctx, float_student, "student", "student.onnx", "fp32")}
         if quantized:
-            files["int8"] = self._write(run, student, run.student_view, "student.int8.onnx", "int8")
-        teacher = self._write(run, run.teacher, run.teacher_view, "teacher.onnx", "fp32", check_parity=False)
+            files["int8"] = self._write(ctx, student, "student", "student.int8.onnx", "int8")
+        teacher = self._write(ctx, ctx.teacher, "teacher", "teacher.onnx", "fp32", check_parity=False)
         return StepResult(artefacts=Artefacts(teacher=TeacherFiles(onnx=teacher), student=StudentFiles(onnx=files)))
 
     def _write(
-        self, run: Run, model: nn.Module, view: View, name: str, precision: str, check_parity: bool = True
+        self, ctx: StageContext, model: nn.Module, role: Role, name: str, precision: str, check_parity: bool = True
     ) -> OnnxFile:
         """Export one file, check it against PyTorch, measure its test accuracy in ONNX Runtime."""
         config = self.config
-        path = Path(run.workdir) / name
+        path = Path(ctx.workdir) / name
+        view = ctx.view(role)
         exporter = export_onnx(
-            model, path, view(run.data.test.tensors[0][:1].to(run.device)), opset=config.opset, dynamic_batch=config.dynamic_batch,
+            model, path, ctx.example_input(role=role), opset=config.opset, dynamic_batch=config.dynamic_batch,
             exporter=config.exporter if precision == "fp32" else "torchscript",
-            metadata={"precision": precision, "recipe_hash": run.recipe.fingerprint(), "recipe": run.recipe.name},
+            metadata={"precision": precision, "recipe_hash": ctx.recipe_hash, "recipe": ctx.name},
         )
         agreement = None
         if check_parity:
             threshold = getattr(config.parity_min_agreement, precision)
-            images = (x for x, _ in islice(_batches(run, "val", view), config.parity_batches))
+            images = (x for x, _ in islice(_batches(ctx, "val", view), config.parity_batches))
             agreement = Parity.model_validate(parity(model, path, images, min_agreement=threshold))
-        accuracy = onnx_accuracy(path, _batches(run, "test", view))
+        accuracy = onnx_accuracy(path, _batches(ctx, "test", view))
         write_metadata(path, {"test_accuracy": f"{accuracy:.6f}"})
         # Paths relative to the workdir, so a report stays valid when the run folder moves (CI artefacts).
         return OnnxFile(path=name, exporter=exporter, parity=agreement, accuracy=accuracy, size_bytes=path.stat().st_size)
 
 
-def _batches(run: Run, split: str, view: View) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(ctx: StageContext, split: str, view: View) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """A split's (images, labels) as the model reads them (its view of the data)."""
-    return ((view(x.to(run.device)), y) for x, y in run.loader(split))
+    return ((view(x.to(ctx.device)), y) for x, y in ctx.loader(split))

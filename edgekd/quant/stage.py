@@ -9,28 +9,23 @@ distillation from the full-precision teacher through the fake-quant student.
 
 Post-training quantization is the same stage with `recover: {epochs: 0}`: it only calibrates.
 
-Prune first, then quantize: a prune stage (or a second qat stage) after a qat stage
-is an error, raised before this stage changes anything."""
+Prune first, then quantize: the stage provides `quantized`, which a prune stage refuses, and
+belongs to the `quantization` group, of which a recipe holds one — both checked when the
+recipe is validated, before anything trains."""
 
 from __future__ import annotations
 
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from torch import fx
 
-from edgekd.errors import InputError
-from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes, quant_schedule
-from edgekd.quant.profiles import profiles
 from edgekd.config import StrictModel
-from edgekd.stage import Stage, StepResult, stages
+from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes
+from edgekd.quant.profiles import profiles
+from edgekd.stage import Stage, StageContext, StepResult, stages
 
-if TYPE_CHECKING:
-    from edgekd.run import Run
-
-# Stage kinds that change the model's structure, which must happen on the float model.
-STRUCTURAL_STAGES = ("prune", "qat")
 ProfileName = profiles.name_type()
 
 
@@ -65,35 +60,37 @@ class QATConfig(StrictModel):
 class QATStage(Stage):
     Config = QATConfig
     config: QATConfig
+    provides = ("quantized",)
+    exclusive = "quantization"
 
-    def apply(self, run: Run, step: int) -> StepResult:
-        self._check_order(run)
+    def apply(self, ctx: StageContext, step: int) -> StepResult:
         # Quantization keeps the float model's MACs and parameters; counted before the swap,
         # since MAC counters do not see inside QuantLayer.
-        counts = run.measure(run.student)
-        batches_per_epoch = len(run.loader("train"))
-        run.student = self._insert(run, batches_per_epoch)
-        loader = run.loader("train", shuffle=True, seed=run.phase_seed(self.index, step))
-        images = (run.student_view(x.to(run.device)) for x, _ in islice(loader, self.config.calibration_batches))
-        calibrate(run.student, images)
+        counts = ctx.measure(ctx.student)
+        batches_per_epoch = len(ctx.loader("train"))
+        ctx.student = self._insert(ctx.student, batches_per_epoch)
+        loader = ctx.loader("train", shuffle=True, seed=ctx.phase_seed(self.index, step))
+        view = ctx.view("student")
+        images = (view(x.to(ctx.device)) for x, _ in islice(loader, self.config.calibration_batches))
+        calibrate(ctx.student, images)
         return StepResult(
             record={
                 "int8": True,
                 "quant_profile": self.config.profile,
                 "macs": counts["macs"],
                 "params": counts["params"],
-                "size_bytes": int8_size_bytes(run.student),
+                "size_bytes": int8_size_bytes(ctx.student),
             },
             state={"profile": self.config.profile, "batches_per_epoch": batches_per_epoch},
         )
 
-    def restore(self, run: Run, state: dict[str, Any]) -> None:
-        run.student = self._insert(run, int(state["batches_per_epoch"]))
+    def restore(self, ctx: StageContext, state: dict[str, Any]) -> None:
+        ctx.student = self._insert(ctx.student, int(state["batches_per_epoch"]))
 
-    def _insert(self, run: Run, batches_per_epoch: int) -> fx.GraphModule:
+    def _insert(self, student: Any, batches_per_epoch: int) -> fx.GraphModule:
         config = self.config
         return insert_fake_quant(
-            run.student,
+            student,
             profiles.get(config.profile),
             batches_per_epoch=batches_per_epoch,
             calibration=config.calibration,
@@ -102,13 +99,3 @@ class QATStage(Stage):
             freeze_observers_epoch=config.observers_frozen_from,
             freeze_bn_epoch=config.freeze_bn_epoch,
         )
-
-    def _check_order(self, run: Run) -> None:
-        if quant_schedule(run.student) is not None:
-            raise InputError(f"stages[{self.index}] qat: the student is already quantized; use a single qat stage")
-        later = [p for p in run.recipe.plan if p.index > self.index and p.key in STRUCTURAL_STAGES]
-        if later:
-            raise InputError(
-                f"{later[0].label} comes after stages[{self.index}] qat, but structural changes must happen on the "
-                "float model: prune first, then quantize. Move the qat stage after the last prune stage."
-            )
