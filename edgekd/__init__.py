@@ -1,8 +1,8 @@
 """edgekd: make neural networks small and fast enough for edge devices, in one honest run.
 
-The Python API (`edgekd.compress`, `edgekd.validate`, `edgekd.export_run`, `edgekd.gate`) loads
-on first use (PEP 562), so importing one module of the package (`edgekd.errors`, a stage
-package) never drags in the runner and every stage with it."""
+The Python API (`edgekd.compress`, `edgekd.validate`, `edgekd.export_run`; the rest in
+`edgekd.api`) loads on first use (PEP 562), so importing one module of the package
+(`edgekd.errors`, a stage package) never drags in the runner and every stage with it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 
 from edgekd.version import __version__
 
-_API = ("compress", "export_run", "gate", "validate")
+# Not `gate` or `report`: those names are the edgekd.gate and edgekd.report modules.
+_API = ("compress", "export_run", "validate")
 __all__ = ["__version__", *_API]
 
 

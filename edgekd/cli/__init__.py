@@ -1,4 +1,6 @@
-"""The `edgekd` command: parses arguments, calls `edgekd.api`, prints, maps errors to exit codes.
+"""The `edgekd` command: parses arguments, calls `edgekd.api`, prints through the report
+renderers, maps errors to exit codes. One module per group of commands: `compress` and
+`validate` here, `gate`/`report`, `bench`, `check`/`export` beside it.
 
 Exit codes: 0 success · 1 runtime failure or failed gate · 2 bad input (recipe, arguments, files)."""
 
@@ -42,6 +44,7 @@ def root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (a
 
 @app.command()
 def compress(
+    ctx: typer.Context,
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
     set_: SetOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue after the last finished step in the workdir; the recipe may append stages to a finished run.")] = False,
@@ -54,9 +57,8 @@ def compress(
     Example:  edgekd compress recipes/quickstart.yaml --set distill.temperature=2
     """
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        arguments = ["compress", str(recipe), *(a for s in set_ or [] for a in ("--set", s)), *(["--resume"] if resume else []),
-                     *(["--workdir", str(workdir)] if workdir else []), *(["--quiet"] if quiet else [])]
-        raise typer.Exit(api.launch_distributed(nproc, arguments))
+        # Every process re-runs this very command line; under torchrun (WORLD_SIZE set) --nproc is ignored.
+        raise typer.Exit(api.launch_distributed(nproc, ctx.obj["argv"]))
     overrides = list(set_ or []) + ([f"workdir={workdir}"] if workdir else [])
     console = Console()
     report = api.compress(recipe, set=overrides, resume=resume, quiet=quiet, console=console)
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("EDGEKD_DEBUG") == "1"
     try:
         # Without standalone mode, click returns typer.Exit's code instead of raising it.
-        code = app(args=args, prog_name="edgekd", standalone_mode=False)
+        code = app(args=args, prog_name="edgekd", standalone_mode=False, obj={"argv": list(args)})
         sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:  # --help, and commands that end early on purpose
         sys.exit(exc.exit_code)

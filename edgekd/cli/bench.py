@@ -1,4 +1,4 @@
-"""The `edgekd bench` command: parses the arguments, calls `benchmark()`, prints the tables,
+"""The `edgekd bench` command: parses the arguments, calls `api.bench()`, prints the tables,
 writes the JSON. Registered by the main CLI with `app.command("bench")(bench_command)`."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from edgekd.bench.harness import benchmark
+from edgekd import api
 from edgekd.bench.inputs import parse_input_shapes
 from edgekd.bench.render import render
 from edgekd.errors import InputError
@@ -61,7 +61,7 @@ def bench_command(
 
     Example:  edgekd bench student.int8.onnx teacher.onnx --batch 1,64 --threads 2 --json bench.json
     """
-    result = benchmark(
+    result = api.bench(
         models,
         backend=backend,
         batch_sizes=parse_batch_sizes(batch),

@@ -6,15 +6,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Optional
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgekd import api
 from edgekd.errors import EdgekdError, InputError
-from edgekd.export.onnx_export import export_onnx
-from edgekd.export.trt_lint import targets
-from edgekd.models import build_model, load_state_dict_file
 
 
 def check_command(
@@ -27,7 +24,7 @@ def check_command(
 
     Example:  edgekd check runs/demo/student.int8.onnx --target tensorrt
     """
-    findings = targets.get(target)(model)
+    findings = api.check(model, target)
     console = Console()
     if not findings:
         console.print(f"{model}: ready for {target} (no findings)", soft_wrap=True)
@@ -70,16 +67,11 @@ def export_command(
     Example:  edgekd export --model 'resnet_s(width=16)' --weights student.pt --input-shape 1x1x28x28 --output student.onnx
     """
     if run is not None:
-        from edgekd.api import export_run
-
-        files = export_run(run, opset=opset, dynamic_batch=dynamic_batch)
+        files = api.export_run(run, opset=opset, dynamic_batch=dynamic_batch)
         for kind, entry in (files.student.onnx if files.student else {}).items():
             Console().print(f"{kind}: {run / entry.path} — ONNX Runtime test accuracy {entry.accuracy:.2%}, {entry.size_bytes:,} bytes")
         return
     if model is None or weights is None or input_shape is None:
         raise InputError("give a run folder (edgekd export runs/x), or --model, --weights and --input-shape together")
-    shape = parse_shape(input_shape)
-    net = build_model(model, in_channels=shape[1], num_classes=num_classes)
-    load_state_dict_file(net, weights)
-    exporter = export_onnx(net.eval(), output, torch.zeros(shape), opset=opset, dynamic_batch=dynamic_batch)
+    exporter = api.export_model(model, weights, parse_shape(input_shape), output, num_classes=num_classes, opset=opset, dynamic_batch=dynamic_batch)
     Console().print(f"wrote {output} ({output.stat().st_size:,} bytes, {exporter} exporter, opset {opset})")

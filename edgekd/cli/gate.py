@@ -12,10 +12,10 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from edgekd import api
 from edgekd.errors import GateFailed, InputError
-from edgekd.gate import BaselineLimits, GatesConfig, evaluate_gates, load_report, parse_fraction, stored_gates_config
-from edgekd.records import Report
-from edgekd.report import append_github_summary, render_gates, verdict_line, write_junit, write_reports
+from edgekd.gate import BaselineLimits, GatesConfig, parse_fraction
+from edgekd.report import append_github_summary, render_gates, verdict_line, write_junit
 
 def _cli_config(values: dict[str, Any]) -> GatesConfig:
     try:
@@ -25,20 +25,11 @@ def _cli_config(values: dict[str, Any]) -> GatesConfig:
         raise InputError(f"{problems}. Accuracies are fractions (0.9 = 90%), drops are points (0.5 = 0.5%).") from None
 
 
-def _choose_gates(report: Report, report_path: Path, config: GatesConfig, limits: BaselineLimits, has_baseline: bool) -> GatesConfig:
-    """Thresholds on the command line win; with none, re-evaluate the recipe's gates stored in the report."""
+def _check_combination(limits: BaselineLimits, has_baseline: bool) -> None:
     if has_baseline and not limits.has_thresholds():
         raise InputError("--baseline needs a limit to compare with: --max-accuracy-drop, --max-size-growth or --max-speedup-drop")
     if not has_baseline and limits.has_thresholds():
         raise InputError("--max-size-growth and --max-speedup-drop compare with a reference run: add --baseline main/report.json")
-    if config.has_thresholds() or limits.has_thresholds():
-        return config
-    stored = stored_gates_config(report, str(report_path))
-    if stored is None or not stored.has_thresholds():
-        raise InputError(
-            f"no gates to evaluate: {report_path} has no recipe gates; give a threshold such as --min-accuracy 0.9 or --min-speedup 3"
-        )
-    return stored
 
 
 def gate_command(
@@ -70,28 +61,27 @@ def gate_command(
 
     Example:  edgekd gate runs/ci/report.json --baseline ci/baseline-report.json --max-accuracy-drop 1 --max-size-growth 5% --junit gates.xml
     """
-    current = load_report(report)
-    reference = load_report(baseline) if baseline is not None else None
-    has_baseline = reference is not None
+    has_baseline = baseline is not None
     limits = BaselineLimits(
         max_accuracy_drop=max_accuracy_drop if has_baseline else None,
         max_size_growth=max_size_growth,
         max_speedup_drop=max_speedup_drop,
     )
+    _check_combination(limits, has_baseline)
     config = _cli_config({
         "min_accuracy": min_accuracy, "max_accuracy_drop": None if has_baseline else max_accuracy_drop,
         "max_size_mb": max_size_mb, "min_speedup": min_speedup, "speedup_batch": speedup_batch,
         "max_latency_ms": max_latency_ms, "latency_batch": latency_batch,
     })  # fmt: skip
-    config = _choose_gates(current, report, config, limits, has_baseline)
-    results = evaluate_gates(current, config, reference, limits)
-    title = f"edgekd gates · {current.name}" + (f" vs {baseline}" if baseline else "")
-    render_gates(results, Console(), title)
+    check = api.gate(report, baseline=baseline, gates=config, limits=limits)
+    name = check.report.name
+    title = f"edgekd gates · {name}" + (f" vs {baseline}" if baseline else "")
+    render_gates(check.results, Console(), title)
     if junit is not None:
-        write_junit(results, junit, classname=f"edgekd.gates.{current.name}")
-    append_github_summary(results, title)
-    if not all(r.passed for r in results):
-        raise GateFailed(verdict_line(results))
+        write_junit(check.results, junit, classname=f"edgekd.gates.{name}")
+    append_github_summary(check.results, title)
+    if not check.passed:
+        raise GateFailed(verdict_line(check.results))
 
 
 def report_command(
@@ -101,6 +91,5 @@ def report_command(
 
     Example:  edgekd report runs/quickstart   →  runs/quickstart/report.html
     """
-    report_path = run if run.suffix == ".json" else run / "report.json"
-    markdown_path, html_path = write_reports(report_path.parent, load_report(report_path))
+    markdown_path, html_path = api.report(run)
     Console().print(f"wrote {markdown_path}\nwrote {html_path}")

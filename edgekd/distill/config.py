@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from edgekd.config import StrictModel
+from edgekd.distill.registry import methods
 from edgekd.models.spec import ModelSpec, check_spec
 
 
@@ -97,8 +98,6 @@ class DistillConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _validate_terms(self) -> DistillConfig:
-        from edgekd.distill.methods import methods  # the registry imports this module
-
         raw_terms = [{"method": self.method}] if isinstance(self.method, str) else self.method
         terms, problems = [], []
         for index, raw in enumerate(raw_terms):

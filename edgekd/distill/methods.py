@@ -23,14 +23,13 @@ from torch import nn
 from edgekd.data.views import View, identity
 from edgekd.distill.config import DistillConfig, TermConfig
 from edgekd.distill.losses import kd_loss
+from edgekd.distill.registry import methods
 from edgekd.distill.taps import FeatureTaps
 from edgekd.errors import InputError
-from edgekd.registry import Registry
 
 if TYPE_CHECKING:
     from edgekd.distill.config import TeacherConfig
 
-methods: Registry = Registry("distillation method")
 
 class ModelSource(Protocol):
     """What the runner offers the terms that need more models than student and teacher."""

@@ -5,7 +5,7 @@ the `prune` stage (registered on import)."""
 from edgekd.prune import stage  # noqa: F401  (registers the prune stage)
 from edgekd.prune.config import PruneConfig, SparsityConfig
 from edgekd.prune.importances import Criterion, importances
-from edgekd.prune.pruner import ChannelPruner, aim_for_step
+from edgekd.prune.pruner import ChannelPruner, aim_for_step, prune
 from edgekd.prune.stage import PruneStage
 from edgekd.prune.structure import apply_structure, capture_structure, load_pruned, save_pruned
 
@@ -20,5 +20,6 @@ __all__ = [
     "capture_structure",
     "importances",
     "load_pruned",
+    "prune",
     "save_pruned",
 ]

@@ -16,10 +16,11 @@ recipe is validated, before anything trains."""
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
+import torch
 from pydantic import Field
-from torch import fx
+from torch import fx, nn
 
 from edgekd.config import StrictModel
 from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes
@@ -56,6 +57,42 @@ class QATConfig(StrictModel):
         return 0 if self.learnable_scales else 1
 
 
+def fake_quantize(model: nn.Module, config: QATConfig, batches_per_epoch: int) -> fx.GraphModule:
+    """A copy of `model` with fake quantization where `config.profile`'s runtime quantizes (not calibrated)."""
+    return insert_fake_quant(
+        model,
+        profiles.get(config.profile),
+        batches_per_epoch=batches_per_epoch,
+        calibration=config.calibration,
+        percentile=config.percentile,
+        learnable_scales=config.learnable_scales,
+        freeze_observers_epoch=config.observers_frozen_from,
+        freeze_bn_epoch=config.freeze_bn_epoch,
+    )
+
+
+def quantize(
+    model: nn.Module, calibration: Iterable[torch.Tensor], config: QATConfig | None = None, *,
+    batches_per_epoch: int = 1, **settings: object,
+) -> fx.GraphModule:  # fmt: skip
+    """Insert fake quantization for a profile and calibrate it on up to `calibration_batches` input
+    batches: a model that exports to int8 ONNX as it is (post-training quantization) or trains on
+    (QAT; then pass the loader's length as `batches_per_epoch`, which the freeze epochs count in).
+    Takes a `QATConfig` or its fields as keywords (`profile="tensorrt"`); `model` is left as it was.
+
+    >>> from edgekd.models import build_model
+    >>> model = build_model("cnn(width=8)", in_channels=1, num_classes=10).eval()
+    >>> int8 = quantize(model, [torch.randn(16, 1, 8, 8)], profile="ort-x86")
+    >>> from edgekd.quant.graph import quant_schedule
+    >>> quant_schedule(int8).profile
+    'ort-x86'
+    """
+    config = config or QATConfig.model_validate(settings)
+    quantized = fake_quantize(model, config, batches_per_epoch)
+    calibrate(quantized, islice(calibration, config.calibration_batches))
+    return quantized
+
+
 @stages.register(name="qat")
 class QATStage(Stage):
     Config = QATConfig
@@ -68,11 +105,10 @@ class QATStage(Stage):
         # since MAC counters do not see inside QuantLayer.
         counts = ctx.measure(ctx.student)
         batches_per_epoch = len(ctx.loader("train"))
-        ctx.student = self._insert(ctx.student, batches_per_epoch)
         loader = ctx.loader("train", shuffle=True, seed=ctx.phase_seed(self.index, step))
         view = ctx.view("student")
-        images = (view(x.to(ctx.device)) for x, _ in islice(loader, self.config.calibration_batches))
-        calibrate(ctx.student, images)
+        images = (view(x.to(ctx.device)) for x, _ in loader)
+        ctx.student = quantize(ctx.student, images, self.config, batches_per_epoch=batches_per_epoch)
         return StepResult(
             record={
                 "int8": True,
@@ -85,17 +121,4 @@ class QATStage(Stage):
         )
 
     def restore(self, ctx: StageContext, state: dict[str, Any]) -> None:
-        ctx.student = self._insert(ctx.student, int(state["batches_per_epoch"]))
-
-    def _insert(self, student: Any, batches_per_epoch: int) -> fx.GraphModule:
-        config = self.config
-        return insert_fake_quant(
-            student,
-            profiles.get(config.profile),
-            batches_per_epoch=batches_per_epoch,
-            calibration=config.calibration,
-            percentile=config.percentile,
-            learnable_scales=config.learnable_scales,
-            freeze_observers_epoch=config.observers_frozen_from,
-            freeze_bn_epoch=config.freeze_bn_epoch,
-        )
+        ctx.student = fake_quantize(ctx.student, self.config, int(state["batches_per_epoch"]))
