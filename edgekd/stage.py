@@ -130,6 +130,8 @@ class Stage:
     provides: ClassVar[tuple[str, ...]] = ()
     refuses: ClassVar[dict[str, str]] = {}
     exclusive: ClassVar[str | None] = None
+    # A small working body of the stage: what the registry-driven tests run for every stage kind.
+    example: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: StrictModel, index: int, recover: StrictModel | None = None):
         self.config = config

@@ -13,15 +13,9 @@ from onnx import numpy_helper
 from edgekd.data import load_data
 from edgekd.errors import EdgekdError, InputError
 from edgekd.export import export_onnx, onnx_accuracy, optimized_op_counts, parity, read_metadata
-from edgekd.models import build_model, models
+from edgekd.models import build_model, models, tiny_spec
 from edgekd.quant import FakeQuantize, QuantLayer, calibrate, insert_fake_quant, profiles
 
-SMALL_SPECS = {
-    "cnn": "cnn(width=4)",
-    "resnet_s": "resnet_s(width=8)",
-    "mobilenet_s": "mobilenet_s(width_mult=0.5)",
-    "vit_s": "vit_s(dim=16, depth=1, heads=2)",
-}
 @pytest.fixture(scope="module")
 def digits():
     return load_data("digits", seed=0)
@@ -39,7 +33,7 @@ def onnx_initializers(path: Path) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
 
 
-@pytest.mark.parametrize("profile", ["ort-x86", "tensorrt"])
+@pytest.mark.parametrize("profile", profiles.names())
 def test_exported_int8_values_are_the_fake_quant_values(profile, digits, tmp_path):
     model = quantized_model("resnet_s(width=8)", profile, digits)
     path = tmp_path / "model.onnx"
@@ -66,13 +60,13 @@ def test_exported_int8_values_are_the_fake_quant_values(profile, digits, tmp_pat
             assert initializers[node.input[2]].dtype == (np.uint8 if profile == "ort-x86" else np.int8)
 
 
-@pytest.mark.parametrize("profile", ["ort-x86", "tensorrt"])
+@pytest.mark.parametrize("profile", profiles.names())
 @pytest.mark.parametrize(
     "name",
     models.names(),
 )
 def test_every_builtin_model_exports_and_matches_in_onnxruntime(name, profile, digits, tmp_path):
-    model = quantized_model(SMALL_SPECS[name], profile, digits)
+    model = quantized_model(tiny_spec(name), profile, digits)
     path = tmp_path / f"{name}.int8.onnx"
     assert export_onnx(model, path, digits.test.tensors[0][:1]) == "torchscript"
     batches = [digits.val.tensors[0][:100], digits.val.tensors[0][100:107]]  # two batch sizes: the axis is dynamic

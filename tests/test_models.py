@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from edgekd.errors import InputError
-from edgekd.models import build_model, load_state_dict_file, models, parse_spec
+from edgekd.models import build_model, load_state_dict_file, models, parse_spec, tiny_spec
 
 
 @pytest.mark.parametrize("name", models.names())
@@ -10,6 +10,14 @@ from edgekd.models import build_model, load_state_dict_file, models, parse_spec
 def test_every_registered_model_builds_and_runs(name, shape):
     model = build_model(name, in_channels=shape[0], num_classes=7, image_size=shape[-1]).eval()
     assert model(torch.randn(2, *shape)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_registered_model_carries_a_tiny_spec_smaller_than_its_default(name):
+    assert parse_spec(tiny_spec(name))[0] == name
+    tiny = build_model(tiny_spec(name), in_channels=1, num_classes=10)
+    default = build_model(name, in_channels=1, num_classes=10)
+    assert sum(p.numel() for p in tiny.parameters()) < sum(p.numel() for p in default.parameters())
 
 
 def test_spec_arguments_are_literals_only():

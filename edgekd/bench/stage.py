@@ -82,6 +82,7 @@ class BenchStage(Stage):
     compresses = False
     requires = ("onnx",)
     provides = ("latency",)
+    example = {"batch_sizes": [1, 8], "warmup_s": 0.05, "min_iterations": 5, "min_duration_s": 0.1, "memory": False}
 
     def batch_sizes(self) -> tuple[int, ...]:
         return tuple(self.config.batch_sizes)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -118,6 +118,9 @@ class Term:
     """Base of every method: plain cross-entropy on the student's logits."""
 
     Config: type[TermConfig] = TermConfig
+    # Settings of a working term for a built-in cnn student and resnet_s teacher (their layer
+    # paths): what the registry-driven tests train every registered method with.
+    example: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: TermConfig, phase: Phase):
         self.config = config

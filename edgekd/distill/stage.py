@@ -17,3 +17,4 @@ class NoSettings(StrictModel):
 class DistillStage(Stage):
     Config = NoSettings
     body_is_recovery = True
+    example = {"epochs": 1}

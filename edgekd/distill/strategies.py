@@ -53,6 +53,7 @@ class MutualLearning(Term):
     weights to the student at the end of the phase."""
 
     Config = MutualConfig
+    example = {"peers": 1}
 
     def __init__(self, config: MutualConfig, phase: Phase):  # type: ignore[override]
         super().__init__(config, phase)
@@ -125,6 +126,7 @@ class SelfDistillation(Term):
     head's soft targets and, through its bottleneck, from the deepest feature (the classifier's input)."""
 
     Config = SelfConfig
+    example = {"heads": ["features.1"]}
 
     def __init__(self, config: SelfConfig, phase: Phase):  # type: ignore[override]
         super().__init__(config, phase)
@@ -177,6 +179,7 @@ class TeacherAssistant(ResponseKD):
     builds each assistant once per run and caches it in the workdir."""
 
     Config = AssistantConfig
+    example = {"assistant": "cnn(width=6)", "assistant_epochs": 1}
 
     def __init__(self, config: AssistantConfig, phase: Phase):  # type: ignore[override]
         phase.require_teacher(config.method)
@@ -210,6 +213,7 @@ class MultiTeacher(Term):
     or per-sample confidence weights (a softmax over each teacher's negative cross-entropy on the label)."""
 
     Config = MultiTeacherConfig
+    example = {"teachers": [{"model": "cnn(width=6)", "train": {"epochs": 1}}]}
 
     def __init__(self, config: MultiTeacherConfig, phase: Phase):  # type: ignore[override]
         super().__init__(config, phase)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.models.registry import models
+from edgekd.models.registry import models, tiny
 
 
 class Attention(nn.Module):
@@ -84,6 +84,7 @@ class VisionTransformerS(nn.Module):
 
 
 @models.register
+@tiny("vit_s(dim=16, depth=1, heads=2)")
 def vit_s(
     in_channels: int = 1,
     num_classes: int = 10,

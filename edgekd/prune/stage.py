@@ -41,6 +41,7 @@ class Origin:
 class PruneStage(Stage):
     Config = PruneConfig
     config: PruneConfig
+    example = {"ratio": 0.3}
     refuses = {"quantized": "structural changes must happen on the float model: prune first, then quantize (move the qat stage after the last prune stage)"}
 
     def __init__(self, config: PruneConfig, index: int, recover: StrictModel | None = None):

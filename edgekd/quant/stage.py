@@ -99,6 +99,7 @@ class QATStage(Stage):
     config: QATConfig
     provides = ("quantized",)
     exclusive = "quantization"
+    example = {"calibration_batches": 2}
 
     def apply(self, ctx: StageContext, step: int) -> StepResult:
         # Quantization keeps the float model's MACs and parameters; counted before the swap,

@@ -1,0 +1,104 @@
+"""Every registered kind is tested the day it is registered, from the data it carries: each stage
+kind runs its `example` in a recipe (after the stages its requirements name), each distillation
+method trains a student with its `example` settings, each bench backend times a model or says
+why it cannot here. (Profiles and models — with their tiny specs — are parametrised over in
+test_export, test_quant, test_prune_io and test_models.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+
+import edgekd
+from edgekd.bench import backends, benchmark
+from edgekd.distill import methods
+from edgekd.errors import InputError
+from edgekd.export import export_onnx
+from edgekd.models import build_model, tiny_spec
+from edgekd.records import Report
+from edgekd.stage import stages
+
+TEACHER = "resnet_s(width=4)"
+
+# How a finished run shows each fact a stage provides (a fact not listed here: the run finishing).
+SHOWS: dict[str, Callable[[Report], bool]] = {
+    "onnx": lambda report: bool(report.student and report.student.onnx and report.teacher.onnx),
+    "latency": lambda report: report.latency is not None and bool(report.latency.speedup),
+    "quantized": lambda report: bool(report.steps and report.steps[-1].int8),
+}
+
+
+def recipe(workdir: Path, teacher: dict, stage_list: list, **extra: Any) -> dict:
+    return {
+        "name": "registries", "workdir": str(workdir), "device": "cpu",
+        "data": {"dataset": "digits", "batch_size": 64}, "teacher": teacher,
+        "distill": {"epochs": 1, "lr": 0.05}, "stages": stage_list, **extra,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> dict:
+    """A trained teacher checkpoint shared by every run below."""
+    workdir = tmp_path_factory.mktemp("teacher")
+    edgekd.compress(recipe(workdir, {"model": TEACHER, "train": {"epochs": 3, "lr": 0.05}}, []), quiet=True)
+    return {"model": TEACHER, "checkpoint": str(next(workdir.glob("teacher-*.pt")))}
+
+
+def entry(kind: str) -> dict:
+    cls = stages.get(kind)
+    body = {kind: dict(cls.example)}
+    return {**body, "recover": {"epochs": 1}} if cls.compresses and not cls.body_is_recovery else body
+
+
+def with_requirements(kind: str) -> list[dict]:
+    """The stage, after a stage of the first kind providing each fact it requires (and theirs)."""
+    before = []
+    for fact in stages.get(kind).requires:
+        provider = next(name for name, cls in stages.items() if fact in cls.provides)
+        before += with_requirements(provider)
+    return [*before, entry(kind)]
+
+
+@pytest.mark.parametrize("kind", stages.names())
+def test_every_stage_kind_runs_its_example_in_a_recipe(kind: str, teacher: dict, tmp_path: Path):
+    report = edgekd.compress(recipe(tmp_path / "run", teacher, with_requirements(kind), student="teacher"), quiet=True)
+    cls = stages.get(kind)
+    assert report.complete
+    if cls.compresses:
+        assert report.steps[-1].stage == kind and report.steps[-1].accuracy > 0.5
+    for fact in cls.provides:
+        assert SHOWS.get(fact, lambda _: True)(report), fact
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_every_distillation_method_trains_a_student_with_its_example(name: str, teacher: dict, tmp_path: Path):
+    term = {"method": name, **methods.get(name).example}
+    # The student reads another view (the same pixels): cross-modal needs one, every other method accepts it.
+    settings = recipe(
+        tmp_path / "run", teacher, [{"distill": {"method": [term]}}],
+        student={"model": tiny_spec("cnn"), "input": "same"}, data={"dataset": "digits", "views": {"same": {"resize": 8}}},
+    )  # fmt: skip
+    (step,) = edgekd.compress(settings, quiet=True).steps
+    assert step.accuracy > step.accuracy_before_recovery
+
+
+@pytest.mark.parametrize("name", backends.names())
+def test_every_bench_backend_times_a_model_or_says_why_it_cannot_here(name: str, tmp_path: Path):
+    torch.manual_seed(0)
+    model = build_model(tiny_spec("cnn"), in_channels=1, num_classes=10).eval()
+    example = torch.randn(1, 1, 8, 8)
+    source: Any = model
+    if backends.get(name).reads_onnx:
+        source = tmp_path / "model.onnx"
+        export_onnx(model, source, example)
+    try:
+        result = benchmark([source], backend=name, batch_sizes=(1, 4), threads=1, warmup_s=0.02, min_iterations=5,
+                           min_duration_s=0.05, memory=False, roofline=False, input_shapes={"input": (1, 1, 8, 8)})  # fmt: skip
+    except InputError as error:  # e.g. TensorRT without a GPU: a clear message, never a traceback
+        assert name in str(error).lower() or "cuda" in str(error).lower()
+        return
+    assert {case.batch for case in result.cases} == {1, 4}
+    assert all(case.latency.median > 0 for case in result.cases)
