@@ -30,7 +30,7 @@ from torch import nn
 from edgekd.data.rationales import RationaleExample
 from edgekd.distill.prompting import Generate
 from edgekd.errors import InputError
-from edgekd.registry import close_matches
+from edgekd.registry import unknown_name
 
 RATIONALE_POSITIONS = ("separate", "before_label", "after_label")
 LABEL_SOURCES = ("ground_truth", "teacher")
@@ -41,7 +41,7 @@ Architecture = Literal["decoder", "seq2seq"]
 
 def _choice(value: str, allowed: Sequence[str], field_name: str) -> None:
     if value not in allowed:
-        raise InputError(f"{field_name}: {value!r} is not one of {', '.join(allowed)}.{close_matches(value, list(allowed))}")
+        raise InputError(f"{field_name}: {unknown_name(field_name.replace('_', ' '), value, allowed)}")
 
 
 @dataclass(frozen=True)
