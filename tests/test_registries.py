@@ -21,7 +21,7 @@ from edgekd.models import build_model, tiny_spec
 from edgekd.records import Report
 from edgekd.stage import stages
 
-TEACHER = "resnet_s(width=4)"
+TEACHER = "resnet_s(width=8)"
 
 # How a finished run shows each fact a stage provides (a fact not listed here: the run finishing).
 SHOWS: dict[str, Callable[[Report], bool]] = {
@@ -43,14 +43,15 @@ def recipe(workdir: Path, teacher: dict, stage_list: list, **extra: Any) -> dict
 def teacher(tmp_path_factory) -> dict:
     """A trained teacher checkpoint shared by every run below."""
     workdir = tmp_path_factory.mktemp("teacher")
-    edgekd.compress(recipe(workdir, {"model": TEACHER, "train": {"epochs": 3, "lr": 0.05}}, []), quiet=True)
+    edgekd.compress(recipe(workdir, {"model": TEACHER, "train": {"epochs": 4, "lr": 0.05}}, []), quiet=True)
     return {"model": TEACHER, "checkpoint": str(next(workdir.glob("teacher-*.pt")))}
 
 
 def entry(kind: str) -> dict:
     cls = stages.get(kind)
     body = {kind: dict(cls.example)}
-    return {**body, "recover": {"epochs": 1}} if cls.compresses and not cls.body_is_recovery else body
+    # A gentle learning rate: quantized students lose what a high one teaches in one epoch.
+    return {**body, "recover": {"epochs": 1, "lr": 0.005}} if cls.compresses and not cls.body_is_recovery else body
 
 
 def with_requirements(kind: str) -> list[dict]:
@@ -67,18 +68,19 @@ def test_every_stage_kind_runs_its_example_in_a_recipe(kind: str, teacher: dict,
     report = edgekd.compress(recipe(tmp_path / "run", teacher, with_requirements(kind), student="teacher"), quiet=True)
     cls = stages.get(kind)
     assert report.complete
-    if cls.compresses:
-        assert report.steps[-1].stage == kind and report.steps[-1].accuracy > 0.5
+    if cls.compresses:  # a copy of a ~90% teacher, compressed a little and recovered for an epoch
+        assert report.steps[-1].stage == kind and report.steps[-1].accuracy > 0.6
     for fact in cls.provides:
         assert SHOWS.get(fact, lambda _: True)(report), fact
 
 
 @pytest.mark.parametrize("name", methods.names())
 def test_every_distillation_method_trains_a_student_with_its_example(name: str, teacher: dict, tmp_path: Path):
-    term = {"method": name, **methods.get(name).example}
+    # Beside kd, as methods are used: feature, hint and attention terms alone do not train the classifier.
+    terms = [{"method": "kd"}, {"method": name, **methods.get(name).example}]
     # The student reads another view (the same pixels): cross-modal needs one, every other method accepts it.
     settings = recipe(
-        tmp_path / "run", teacher, [{"distill": {"method": [term]}}],
+        tmp_path / "run", teacher, [{"distill": {"method": terms}}],
         student={"model": tiny_spec("cnn"), "input": "same"}, data={"dataset": "digits", "views": {"same": {"resize": 8}}},
     )  # fmt: skip
     (step,) = edgekd.compress(settings, quiet=True).steps

@@ -57,8 +57,8 @@ def compress(
     Example:  edgekd compress recipes/quickstart.yaml --set distill.temperature=2
     """
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        # Every process re-runs this very command line; under torchrun (WORLD_SIZE set) --nproc is ignored.
-        raise typer.Exit(api.launch_distributed(nproc, ctx.obj["argv"]))
+        # Every process re-runs this very command line, less --nproc: torchrun's parser would take it for its own.
+        raise typer.Exit(api.launch_distributed(nproc, _without_option(ctx.obj["argv"], "--nproc")))
     overrides = list(set_ or []) + ([f"workdir={workdir}"] if workdir else [])
     console = Console()
     report = api.compress(recipe, set=overrides, resume=resume, quiet=quiet, console=console)
@@ -91,6 +91,20 @@ app.command("check")(check_command)
 app.command("export")(export_command)
 app.command("gate")(gate_command)
 app.command("report")(report_command)
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` less `option VALUE` / `option=VALUE`."""
+    kept: list[str] = []
+    skip = False
+    for argument in argv:
+        if skip or argument.startswith(f"{option}="):
+            skip = False
+            continue
+        skip = argument == option
+        if not skip:
+            kept.append(argument)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> None:

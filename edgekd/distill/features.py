@@ -166,7 +166,7 @@ class AttentionTransfer(Term):
     """Zagoruyko & Komodakis: (β/2)·Σ‖Q_S/‖Q_S‖ − Q_T/‖Q_T‖‖² over layer pairs; β is the term's weight."""
 
     Config = AttentionConfig
-    example = {"weight": 1000, "pairs": [["features.3", "layers.1"]]}
+    example = {"weight": 10, "pairs": [["features.3", "layers.1"]]}
 
     def __init__(self, config: AttentionConfig, phase: Phase):  # type: ignore[override]
         super().__init__(config, phase)
