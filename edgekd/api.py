@@ -20,15 +20,16 @@ import torch
 from rich.console import Console
 
 from edgekd.bench import BenchResult, benchmark
-from edgekd.errors import InputError
+from edgekd.errors import InputError, read_mapping_file
 from edgekd.export import Finding, export_onnx, targets
+from edgekd.export.runtime import check_onnx_file
 from edgekd.export.stage import ExportConfig
 from edgekd.gate import BaselineLimits, GateResult, GatesConfig, evaluate_gates, load_report
 from edgekd.models import build_model, load_state_dict_file
 from edgekd.recipe import Recipe, load_recipe
 from edgekd.records import Artefacts, Report
 from edgekd.report import write_reports
-from edgekd.run import Run
+from edgekd.run import Run, read_progress, recipe_continues
 from edgekd.run import compress as run_recipe
 
 
@@ -45,26 +46,44 @@ def compress(
     resume: bool = False,
     quiet: bool = False,
     console: Console | None = None,
+    force_unlock: bool = False,
     **overrides: Any,
 ) -> Report:
     """Run a recipe (a path, a dict or a Recipe) and return its report (also in `<workdir>/report.json`).
 
     Keyword overrides are recipe fields: `compress("r.yaml", seed=1, workdir="runs/x")`;
-    dotted paths go through `set=["distill.temperature=2"]`."""
+    dotted paths go through `set=["distill.temperature=2"]`. `force_unlock` takes over a
+    workdir lock held from another host."""
     if not isinstance(recipe, Recipe) or overrides or set:
         source = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else recipe
         assignments = [*set, *(f"{key}={json.dumps(value)}" for key, value in overrides.items())]  # JSON is YAML
         recipe = load_recipe(source, assignments)
-    return run_recipe(recipe, resume=resume, quiet=quiet, console=console)
+    return run_recipe(recipe, resume=resume, quiet=quiet, console=console, force_unlock=force_unlock)
 
 
-def export_run(workdir: str | Path, *, opset: int = 17, dynamic_batch: bool = True, console: Console | None = None) -> Artefacts:
-    """Re-export the latest student of a run folder (its recipe and checkpoints rebuild it exactly)."""
+def export_run(
+    workdir: str | Path, *, opset: int = 17, dynamic_batch: bool = True, console: Console | None = None, force_unlock: bool = False
+) -> Artefacts:
+    """Re-export the latest student of a run folder (its recipe and checkpoints rebuild it exactly).
+
+    The folder's recipe.json is checked against the hashes in its progress.json before anything is
+    built: a recipe edited after the run is refused. (A run folder is code like a recipe: the hash
+    catches mismatched files, not a hostile folder; see --no-user-code.)"""
     recipe_file = Path(workdir) / "recipe.json"
     if not recipe_file.is_file():
         raise InputError(f"{str(workdir)!r} is not an edgekd run folder: {recipe_file.name} is missing (run edgekd compress first)")
-    recipe = load_recipe(json.loads(recipe_file.read_text()), [f"workdir={json.dumps(str(workdir))}"])
-    return Run(recipe, console=console).export_latest(ExportConfig(opset=opset, dynamic_batch=dynamic_batch))
+    raw = read_mapping_file(recipe_file, "run recipe", json.loads, (json.JSONDecodeError,), "JSON")
+    recipe = load_recipe(raw, [f"workdir={json.dumps(str(workdir))}"])
+    progress = read_progress(Path(workdir))
+    if progress is None:
+        raise InputError(f"{str(workdir)!r} has no finished step to export yet")
+    if not recipe_continues(recipe, progress):
+        raise InputError(
+            f"{str(recipe_file)!r} does not match the run in {str(workdir)!r}: its hash differs from the one progress.json "
+            "recorded, so it would not rebuild the checkpointed student. Was it edited? Nothing was built."
+        )
+    run = Run(recipe, console=console, force_unlock=force_unlock)
+    return run.export_latest(ExportConfig(opset=opset, dynamic_batch=dynamic_batch))
 
 
 def export_model(
@@ -124,8 +143,10 @@ def bench(models: Sequence[str | Path | Any], **options: Any) -> BenchResult:
 
 
 def check(model: str | Path, target: str = "tensorrt") -> list[Finding]:
-    """Lint an int8 ONNX file for what a deployment target accepts (`targets`: tensorrt)."""
-    return targets.get(target)(Path(model))
+    """Lint an int8 ONNX file for what a deployment target accepts (`targets`: tensorrt), once
+    it passes onnx.checker (an empty, unparsable or invalid file is an InputError)."""
+    rules = targets.get(target)
+    return rules(check_onnx_file(Path(model)))
 
 
 def launch_distributed(nproc: int, arguments: list[str]) -> int:

@@ -1,7 +1,8 @@
 """The errors edgekd raises on purpose, and the exit code each maps to.
 
-The CLI turns these into one-paragraph messages; anything else is a bug and
-keeps its traceback (exit 1)."""
+The CLI turns these into one-paragraph messages; an OSError (the system refused to
+read or write a file) names the file; anything else is a bug and keeps its
+traceback (exit 1)."""
 
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,14 @@ class RecipeError(InputError):
 
 class GateFailed(EdgekdError):
     """One or more quality gates failed; the report is already written. Exit code 1."""
+
+
+class WriteFailed(EdgekdError):
+    """The system refused a write (disk full, permission denied): not a bug, and not bad input. Exit code 1."""
+
+
+class NotFinite(EdgekdError):
+    """A model produced NaN or infinite outputs (diverged weights, a broken export). Exit code 1."""
 
 
 def read_mapping_file(

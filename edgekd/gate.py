@@ -85,19 +85,34 @@ def parse_fraction(text: str) -> float:
 
 
 def load_report(path: str | Path) -> Report:
-    """Read a report.json; InputError (exit 2) for a missing file, bad JSON, another schema, a
-    report that does not fit the schema, or an unfinished run."""
+    """Read a report.json; InputError (exit 2) for a missing file, bad JSON, another schema, an unfinished
+    run, or a field that is missing, of the wrong type or not a finite number (all listed)."""
     raw = read_mapping_file(path, "report file", json.loads, (json.JSONDecodeError,), "JSON")
     found = raw.get("schema")
     if found != REPORT_SCHEMA:
         raise InputError(f"report file {str(path)!r} has schema {found!r}; expected {REPORT_SCHEMA!r}")
     if "student" not in raw:
         raise InputError(f"report file {str(path)!r} has no student: the run did not finish")
+    problems = [f"{where}: not a finite number" for where in _non_finite(raw)]
     try:
-        return Report.from_json(raw)
+        report = Report.model_validate_json(json.dumps(raw), strict=True)  # strict: "0.9" is not a number here
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-        raise InputError(f"report file {str(path)!r} does not fit {REPORT_SCHEMA}: {problems}") from None
+        problems += [f"{'.'.join(str(part) for part in e['loc'])}: {e['msg'].lower()}" for e in exc.errors()]
+    if problems:
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise InputError(f"report file {str(path)!r} is not a complete edgekd report: {'; '.join(problems[:8])}{more}")
+    return report
+
+
+def _non_finite(value: Any, where: str = "") -> list[str]:
+    """Where a JSON value holds NaN or an infinity (Python's json reads them; no edgekd report has them)."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [where]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _non_finite(item, f"{where}.{key}" if where else str(key))]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in _non_finite(item, f"{where}[{index}]")]
+    return []
 
 
 def stored_gates_config(report: ReportLike, source: str = "report") -> GatesConfig | None:

@@ -9,21 +9,29 @@ import torch_pruning as tp
 from torch import nn
 from torch.utils.data import DataLoader
 
+from edgekd.errors import NotFinite
+
 
 @torch.no_grad()
 def accuracy(
     model: nn.Module, loader: DataLoader, device: torch.device, view: Callable[[torch.Tensor], torch.Tensor] | None = None
 ) -> float:
-    """Top-1 accuracy in [0, 1] (inputs through `view` if given); restores the model's train/eval mode."""
+    """Top-1 accuracy in [0, 1] (inputs through `view` if given); restores the model's train/eval mode.
+    NotFinite when a logit is NaN or infinite."""
     was_training = model.training
     model.eval()
     correct = total = 0
-    for x, y in loader:
-        x = x.to(device)
-        logits = model(view(x) if view else x)
-        correct += int((logits.argmax(1).cpu() == y).sum())
-        total += len(y)
-    model.train(was_training)
+    try:
+        for x, y in loader:
+            x = x.to(device)
+            logits = model(view(x) if view else x)
+            broken = int((~torch.isfinite(logits)).any(1).sum())
+            if broken:  # argmax of NaN "predicts" a class: an accuracy from it would be a lie
+                raise NotFinite(f"its logits are NaN or infinite for {broken} of {len(x)} images in a batch (its weights diverged or overflow)")
+            correct += int((logits.argmax(1).cpu() == y).sum())
+            total += len(y)
+    finally:
+        model.train(was_training)
     return correct / max(total, 1)
 
 

@@ -36,7 +36,7 @@ from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
 from edgekd.errors import InputError, RecipeError, read_mapping_file
 from edgekd.records import GatesConfig
-from edgekd.registry import close_matches, unknown_name
+from edgekd.registry import USER_CODE_SPEC, close_matches, refused_user_code, unknown_name, user_code_allowed
 from edgekd.stage import Stage, stages
 
 
@@ -77,6 +77,8 @@ class PlannedStage:
     key: str
     stage: Stage
     recover: DistillConfig | None
+    recover_path: str = "distill"  # where the recipe sets this stage's recovery: stages[i].recover or stages[i].distill
+    lr_setting: str = "distill.lr"  # the field its learning rate came from (its own block, or inherited)
 
     @property
     def label(self) -> str:
@@ -111,7 +113,7 @@ def _accept_plan(value: Any) -> Plan:
 
 class Recipe(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**32)
     device: str = "auto"
     workdir: str | None = None
     data: DataConfig = DataConfig()
@@ -265,7 +267,16 @@ def _plan_stage(index: int, raw: Any, distill_raw: dict[str, Any]) -> tuple[Plan
             problems += _problems(exc, DistillConfig, remap=lambda loc: recover_where if _from_update(loc, update) else "distill")
     if problems or config is None:
         return None, stage_cls, problems
-    return PlannedStage(index, key, stage_cls(config, index, recover), recover), stage_cls, []
+    lr_setting = _lr_field(recover_raw or {}, recover_where) or _lr_field(distill_raw, "distill") or "distill.lr"
+    return PlannedStage(index, key, stage_cls(config, index, recover), recover, recover_where, lr_setting), stage_cls, []
+
+
+def _lr_field(block: dict[str, Any], where: str) -> str | None:
+    """The field of a distillation block that sets its learning rate, if it sets one."""
+    if "lr" in block:
+        return f"{where}.lr"
+    optimizer = block.get("optimizer")
+    return f"{where}.optimizer.lr" if isinstance(optimizer, dict) and "lr" in optimizer else None
 
 
 def _from_update(loc: tuple[Any, ...], update: dict[str, Any]) -> bool:
@@ -374,8 +385,45 @@ def _gates_or_none(raw: Any) -> GatesConfig | None:
         return None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (YAML's last-wins hides the first)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line)
+        except TypeError:  # an unhashable key: construct_mapping says so
+            continue
+        if first != key_node.start_mark.line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {first + 1})", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 — a SafeLoader subclass
+
+
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
-    return read_mapping_file(path, "recipe file", yaml.safe_load, (yaml.YAMLError,), "valid YAML")
+    return read_mapping_file(path, "recipe file", parse_yaml, (yaml.YAMLError,), "valid YAML")
+
+
+def _user_code(raw: Any, path: str = "") -> list[str]:
+    """Every `pkg.module:callable` string in a raw recipe, as problems (under --no-user-code)."""
+    if isinstance(raw, str):
+        return [refused_user_code(raw, path or "recipe")] if USER_CODE_SPEC.match(raw) else []
+    if isinstance(raw, dict):
+        return [p for key, value in raw.items() for p in _user_code(value, f"{path}.{key}" if path else str(key))]
+    if isinstance(raw, list):
+        return [p for index, value in enumerate(raw) for p in _user_code(value, f"{path}[{index}]")]
+    return []
 
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -387,8 +435,10 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     if not sep or not path.strip():
         raise InputError(f"--set {assignment!r}: expected PATH=VALUE, e.g. --set distill.temperature=2")
     tokens = [name or int(index) for name, index in _PATH_TOKEN.findall(path.strip())]
+    if not tokens:
+        raise InputError(f"--set {assignment!r}: {path!r} names no field; e.g. --set distill.temperature=2")
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise InputError(f"--set {assignment!r}: the value is not valid YAML: {exc}") from None
     target: Any = raw
@@ -400,11 +450,14 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             target = target[token]
         else:
             if not isinstance(target, dict):
-                raise InputError(f"--set {assignment!r}: {here} is not a mapping")
+                raise InputError(f"--set {assignment!r}: {_path_text(tuple(tokens[:depth]))} is not a mapping, so it has no field {token!r}")
             if target.get(token) is None:
                 target[token] = {}
             target = target[token]
     last = tokens[-1]
+    parent = _path_text(tuple(tokens[:-1])) or "the recipe"
+    if isinstance(last, str) and not isinstance(target, dict):
+        raise InputError(f"--set {assignment!r}: {parent} is a {type(target).__name__} ({target!r}), not a mapping with fields")
     if isinstance(last, int) != isinstance(target, list) or (isinstance(last, int) and last >= len(target)):
         raise InputError(f"--set {assignment!r}: {path} does not exist in the recipe")
     target[last] = value
@@ -416,8 +469,12 @@ def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] | tupl
     name = "recipe" if isinstance(source, dict) else f"recipe {str(source)!r}"
     for assignment in overrides:
         apply_override(raw, assignment)
+    problems: list[str] = [] if user_code_allowed() else _user_code(raw)  # under --no-user-code
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
+        problems += _problems(exc, Recipe)
+    if problems:
         # A stage's recover block merged over a broken `distill:` repeats its problems: list each once.
-        raise RecipeError(list(dict.fromkeys(_problems(exc, Recipe))), name) from None
+        raise RecipeError(list(dict.fromkeys(problems)), name)
+    return recipe

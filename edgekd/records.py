@@ -298,7 +298,7 @@ class Report(Record):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
     omit_when_empty = frozenset(
-        {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "gates_config", "gates"}
+        {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "gates_config", "gates", "non_finite"}
     )
 
     schema_: Literal["edgekd.report/1"] = Field(REPORT_SCHEMA, alias="schema")
@@ -318,6 +318,8 @@ class Report(Record):
     bench: dict[str, dict[str, Any]] = Field(default_factory=dict)
     gates_config: GatesConfig | None = None
     gates: list[GateResult] | None = None
+    # Written by edgekd.files.write_json: the path of each number that was NaN or infinite (now null).
+    non_finite: dict[str, str] = Field(default_factory=dict)
 
     def apply(self, artefacts: Artefacts) -> None:
         """Take in what artefact stages produced (the student's files once the student is final)."""

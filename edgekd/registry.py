@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
+import re
 import warnings
 from typing import Annotated, Any, Callable, Generic, Iterable, Iterator, TypeVar
 
@@ -100,8 +102,33 @@ class Registry(Generic[T]):
         return [(n, self._entries[n]) for n in self.names()]
 
 
+NO_USER_CODE_ENV = "EDGEKD_NO_USER_CODE"
+# `pkg.module:callable` or `pkg.module:callable(arg=1)`; `cuda:0` and `C:/data` are not specs.
+USER_CODE_SPEC = re.compile(r"^\s*[A-Za-z_][\w.]*:[A-Za-z_][\w.]*\s*(\(.*\))?\s*$", re.DOTALL)
+
+
+def user_code_allowed() -> bool:
+    """False under `--no-user-code` / EDGEKD_NO_USER_CODE=1 (CI on untrusted pull requests)."""
+    return os.environ.get(NO_USER_CODE_ENV, "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def refused_user_code(spec: str, where: str) -> str:
+    return (
+        f"{where}: {spec!r} names user code (pkg.module:callable), which is refused because --no-user-code "
+        f"or {NO_USER_CODE_ENV}=1 is set; use a built-in instead"
+    )
+
+
 def load_callable(spec: str) -> Callable[..., Any]:
-    """Import `"pkg.module:attr"` — the one documented way to plug in user code."""
+    """Import `"pkg.module:attr"` — the one documented way to plug in user code (it runs that module's
+    code); refused under --no-user-code. edgekd's own lookups by name use `import_callable`."""
+    if not user_code_allowed():
+        raise InputError(refused_user_code(spec, "user code"))
+    return import_callable(spec)
+
+
+def import_callable(spec: str) -> Callable[..., Any]:
+    """Import `"pkg.module:attr"` without the user-code check: for names edgekd itself chose."""
     import importlib
 
     module_name, _, attr = spec.partition(":")

@@ -10,13 +10,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import socket
+import re
 import time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,34 +24,29 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
+from edgekd import terminal
 from edgekd.version import __version__
 from edgekd.bench.environment import environment
 from edgekd.data import DataBundle, load_data
 from edgekd.data.views import views_from
 from edgekd.distributed import Distributed
 from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, TrainConfig, fit
-from edgekd.errors import InputError
+from edgekd.distill.train import TrainingDiverged
+from edgekd.errors import InputError, NotFinite
+from edgekd.files import real_folder, serialized, sweep_temporaries, write_atomic, write_json
 from edgekd.gate import evaluate_gates
 from edgekd.metrics import accuracy, measure
-from edgekd.models import build_model, load_state_dict_file
+from edgekd.models import build_model, check_runs, load_state_dict_file, load_tensors
 from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.recipe import PlannedStage, Recipe
 from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherRecord
-from edgekd.report import write_reports
+from edgekd.report import PLOT_DIR, write_reports
 from edgekd.stage import Role, StepResult, View
+from edgekd.workdir import claim_workdir, workdir_lock
 
 CHECKPOINT_FORMAT = "edgekd.checkpoint/1"
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+CHECKPOINT_NAME = re.compile(r"^stage\d{2}-step\d{3}\.pt$")
+CHECKPOINT_KEYS = {"student", "restores", "records", "report"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,54 +55,23 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device: {name!r} was asked for, but this PyTorch build sees no CUDA device; use device: auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device: {name!r} was asked for, but this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 …)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device: {name!r} was asked for, but MPS (Apple GPUs) is not available here; use device: auto or cpu")
     return device
-
-
-@contextmanager
-def workdir_lock(workdir: Path) -> Iterator[None]:
-    """One run per workdir: a lock file holding the owner's pid; a stale lock (dead pid) is taken over."""
-    lock = workdir / ".lock"
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            owner = lock.read_text().strip() if lock.exists() else ""
-            pid_text, _, host = owner.partition("@")
-            alive = host == socket.gethostname() and pid_text.isdigit() and _process_alive(int(pid_text))
-            if alive:
-                raise InputError(
-                    f"workdir {str(workdir)!r} is in use by another edgekd run (pid {pid_text}; lock file {str(lock)!r}). "
-                    "Wait for it to finish or choose another workdir (--set workdir=…)."
-                ) from None
-            lock.unlink(missing_ok=True)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{os.getpid()}@{socket.gethostname()}")
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Run:
     """One execution of a recipe in its workdir. Stages see it as a StageContext (edgekd.stage)."""
 
-    def __init__(self, recipe: Recipe, *, console: Console | None = None, quiet: bool = False):
+    def __init__(self, recipe: Recipe, *, console: Console | None = None, quiet: bool = False, force_unlock: bool = False):
         self.recipe = recipe
+        self.force_unlock = force_unlock
         self.workdir = recipe.workdir_path
         self.seed = recipe.seed
         self.device = resolve_device(recipe.device)
-        self.console = console or Console(quiet=quiet)
+        self.console = console or terminal.console(quiet=quiet)
         self.data: DataBundle
         self.teacher: nn.Module
         self.student: nn.Module
@@ -152,7 +115,10 @@ class Run:
         return self.view(role)(self.data.test.tensors[0][:batch].to(self.device))
 
     def evaluate(self, model: nn.Module, split: str = "test", role: Role = "student") -> float:
-        return accuracy(model, self.loader(split), self.device, self.view(role))
+        try:
+            return accuracy(model, self.loader(split), self.device, self.view(role))
+        except NotFinite as exc:
+            raise NotFinite(f"the {role} on the {split} split: {exc}") from None
 
     def measure(self, model: nn.Module, role: Role = "student") -> dict[str, int]:
         return measure(model, self.example_input(role=role))
@@ -183,7 +149,7 @@ class Run:
         loader = self.loader("train", shuffle=True, seed=seed, indexed=cache is not None, sharded=True)
         objective = Objective(phase, next(iter(loader))[0][:8].to(self.device))
         if cache is not None and phase.teacher_taps:
-            self.console.print(f"{description}: the teacher runs live (not from its logit cache): a method reads teacher features")
+            self.say(f"{description}: the teacher runs live (not from its logit cache): a method reads teacher features")
         return fit(model, objective, loader, config, device=self.device, description=description,
                    progress=self.progress, after_backward=after_backward, stop_after_epoch=stop_after_epoch,
                    precision=runtime.precision, channels_last=runtime.channels_last, dist=self.dist)
@@ -195,14 +161,28 @@ class Run:
             digest = hashlib.sha256()
             for tensor in self.teacher.state_dict().values():
                 digest.update(tensor.detach().cpu().numpy().tobytes())
-            digest.update(json.dumps([self.recipe.teacher.input, self.recipe.data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"}), self.seed], sort_keys=True).encode())
+            digest.update(json.dumps([self.recipe.teacher.input, self.data.digest(), self.recipe.data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"}), self.seed], sort_keys=True).encode())
             path = self.workdir / f"teacher-logits-{digest.hexdigest()[:12]}.npy"
-            if path.is_file():
-                self._teacher_logits = np.load(path, mmap_mode="r")
-            else:  # every rank computes the same logits; rank 0 keeps them for later phases and runs
+            self._teacher_logits = self._cached_logits(path)
+            if self._teacher_logits is None:  # every rank computes the same logits; rank 0 keeps them for later phases and runs
                 self._teacher_logits = self._compute_teacher_logits()
-                self._write(path, lambda tmp: np.save(tmp.open("wb"), self._teacher_logits))
+                self._write(path, lambda handle: np.save(handle, self._teacher_logits))
         return self._teacher_logits
+
+    def _cached_logits(self, path: Path) -> np.ndarray | None:
+        """The cached logits, or None when there are none or the file is damaged (then they are recomputed)."""
+        if not path.is_file():
+            return None
+        expected = (len(self.data.train), self.data.num_classes)
+        try:
+            logits = np.load(path, mmap_mode="r", allow_pickle=False)
+            problem = None if logits.shape == expected and np.isfinite(logits).all() else f"shape {logits.shape} or values do not fit {expected}"
+        except (OSError, ValueError, EOFError) as exc:
+            problem = str(exc)
+        if problem is None:
+            return logits
+        self.say(f"teacher logit cache {path} is damaged ({problem}); computing it again")
+        return None
 
     @torch.no_grad()
     def _compute_teacher_logits(self) -> np.ndarray:
@@ -221,18 +201,35 @@ class Run:
         cache = self.workdir / f"teacher-{key}.pt"
         if config.checkpoint:
             load_state_dict_file(model, config.checkpoint)
-        elif cache.is_file():
-            load_state_dict_file(model, cache)
-            self.console.print(f"teacher {config.model}: reusing the trained teacher cached in {cache}")
+        elif (cached := self._cached_teacher(model, cache)) is not None:
+            model = cached
+            self.say(f"teacher {config.model}: reusing the trained teacher cached in {cache}")
         else:
             assert config.train is not None
-            self.train(model, config.train, seed=self.seed, description=f"teacher {config.model}", teacher=None,
-                       stop_after_epoch=config.checkpoint_epoch)
-            self._write(cache, lambda tmp: torch.save(model.state_dict(), tmp))
+            block = "teacher.train" if config is self.recipe.teacher else f"train of teacher {config.model}"
+            try:
+                self.train(model, config.train, seed=self.seed, description=f"teacher {config.model}", teacher=None,
+                           stop_after_epoch=config.checkpoint_epoch)
+            except TrainingDiverged as exc:
+                raise exc.blame(f"{block}.lr", f"{block}.grad_clip") from None
+            self._write(cache, lambda handle: torch.save(model.state_dict(), handle))
         for p in model.parameters():
             p.requires_grad_(False)
         self._teachers[key] = model.eval()
         return model
+
+    def _cached_teacher(self, model: nn.Module, cache: Path) -> nn.Module | None:
+        """The cached teacher's weights in a copy of `model`; None when there is no cache or it is
+        damaged (then the teacher trains again from `model`, untouched by a partial load)."""
+        if not cache.is_file():
+            return None
+        cached = copy.deepcopy(model)
+        try:
+            load_state_dict_file(cached, cache)
+        except InputError as exc:
+            self.say(f"the cached teacher is damaged ({exc}); training it again")
+            return None
+        return cached
 
     def assistant(self, config: Any) -> nn.Module:
         """A teacher assistant (TA method): a given model or the teacher pruned to a MACs fraction,
@@ -250,7 +247,10 @@ class Run:
             settings = DistillConfig.model_validate(
                 {**self.recipe.distill.model_dump(), "method": "kd", "epochs": config.assistant_epochs}
             )
-            self.train(model, settings, seed=self.seed + 7, description="teacher assistant")
+            try:
+                self.train(model, settings, seed=self.seed + 7, description="teacher assistant")
+            except TrainingDiverged as exc:
+                raise exc.blame("distill.lr", "distill.grad_clip") from None
             for p in model.parameters():
                 p.requires_grad_(False)
             self._assistants[key] = model.eval()
@@ -259,7 +259,7 @@ class Run:
     def _cache_key(self, settings: dict[str, Any]) -> str:
         data = self.recipe.data
         key = json.dumps(
-            {"model": settings, "seed": self.seed, "train_batch_size": data.batch_size,
+            {"model": settings, "seed": self.seed, "train_batch_size": data.batch_size, "data_digest": self.data.digest(),
              "data": data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"})},
             sort_keys=True,
         )
@@ -271,9 +271,11 @@ class Run:
         self.device = self.dist.device_for_rank(self.device)
         if not self.dist.is_main:  # one voice: rank 0 prints and writes
             self.console.quiet = True
-        self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            with workdir_lock(self.workdir) if self.dist.is_main else nullcontext(), self._progress():
+            if self.dist.is_main:
+                # A folder holding a valid progress.json of an earlier edgekd is a run folder too (resume checks it).
+                claim_workdir(self.workdir, adopt=resume and self._read_progress() is not None)
+            with self._owned_workdir() if self.dist.is_main else nullcontext(), self._progress():
                 self.prepare()
                 done = self._resume() if resume else self._start_fresh()
                 for planned in self.recipe.plan:
@@ -290,16 +292,28 @@ class Run:
         """Rebuild the student of the last finished step and export it (see `edgekd export RUN`)."""
         from edgekd.export.stage import ExportStage
 
-        with workdir_lock(self.workdir), self._progress():
+        if self._read_progress() is None:
+            raise InputError(f"{str(self.workdir)!r} has no finished step to export yet")
+        claim_workdir(self.workdir, adopt=True)
+        with self._owned_workdir(), self._progress():
             self.prepare()
-            if not self._progress_file.is_file():
-                raise InputError(f"{str(self.workdir)!r} has no finished step to export yet")
             self._resume()
             return ExportStage(config, len(self.recipe.plan)).apply(self, 1).artefacts
 
     @contextmanager
+    def _owned_workdir(self) -> Iterator[None]:
+        """Hold the workdir's lock; sweep what interrupted writes left behind."""
+        with workdir_lock(self.workdir, force=self.force_unlock):
+            sweep_temporaries(self.workdir, self._checkpoint_dir, self.workdir / PLOT_DIR)
+            yield
+
+    def say(self, text: str) -> None:
+        """Print a line that may hold user strings (model specs, paths): never read as rich markup."""
+        self.console.print(text, markup=False)
+
+    @contextmanager
     def _progress(self) -> Iterator[None]:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"), TimeElapsedColumn())
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"), TimeElapsedColumn())
         with Progress(*columns, console=self.console, disable=self.console.quiet) as progress:
             self.progress = progress
             try:
@@ -327,7 +341,7 @@ class Run:
             teacher=TeacherRecord(model=self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher, "teacher")),
             environment=environment(),
         )
-        self.console.print(f"teacher {self.recipe.teacher.model}: test accuracy {self.report.teacher.accuracy:.2%}")
+        self.say(f"teacher {self.recipe.teacher.model}: test accuracy {self.report.teacher.accuracy:.2%}")
 
     def _evaluate_and_measure(self, model: nn.Module, role: Role = "student") -> dict[str, Any]:
         return {"accuracy": self.evaluate(model, role=role), **self.measure(model, role)}
@@ -335,9 +349,11 @@ class Run:
     def _build(self, spec: str, role: str = "teacher") -> nn.Module:
         view = self.student_view if role == "student" else self.teacher_view
         sample = view(self.data.test.tensors[0][:1])
-        return build_model(
+        model = build_model(
             spec, in_channels=sample.shape[1], num_classes=self.data.num_classes, image_size=sample.shape[-1]
         ).to(self.device)
+        check_runs(model, sample.to(self.device), spec)
+        return model
 
     def _initial_student(self) -> nn.Module:
         config = self.recipe.student
@@ -362,10 +378,12 @@ class Run:
         return self.workdir / "checkpoints"
 
     def _start_fresh(self) -> set[tuple[int, int]]:
-        if self.dist.is_main:
+        if self.dist.is_main:  # remove the previous run's progress: only files edgekd wrote
             self._progress_file.unlink(missing_ok=True)
-            for old in self._checkpoint_dir.glob("*.pt"):
-                old.unlink()
+            if self._checkpoint_dir.exists():
+                for old in real_folder(self._checkpoint_dir).iterdir():
+                    if CHECKPOINT_NAME.match(old.name) and (old.is_file() or old.is_symlink()):
+                        old.unlink()
         self._write_recipe()
         self.student = self._initial_student()
         self._restores: list[dict[str, Any]] = []
@@ -377,13 +395,16 @@ class Run:
         """recipe.json is what `edgekd export RUN` rebuilds the student from: always the recipe that ran last."""
         self._write_json(self.workdir / "recipe.json", self.recipe.model_dump(mode="json"))
 
+    def _read_progress(self) -> dict[str, Any] | None:
+        return read_progress(self.workdir)
+
     def _resume(self) -> set[tuple[int, int]]:
-        if not self._progress_file.is_file():
-            self.console.print(f"resume: no finished step in {self.workdir}; starting from the beginning")
+        progress = self._read_progress()
+        if progress is None:
+            self.say(f"resume: no finished step in {self.workdir}; starting from the beginning")
             return self._start_fresh()
-        progress = json.loads(self._progress_file.read_text())
         finished_stages = 1 + max(index for index, _ in progress["done"])
-        if progress.get("stage_hashes", [])[finished_stages - 1 : finished_stages] != [self.recipe.fingerprint(finished_stages)]:
+        if not recipe_continues(self.recipe, progress):
             raise InputError(
                 f"resume: the recipe changed since the run in {str(self.workdir)!r} started: its top-level settings "
                 f"or its first {finished_stages} stage(s), which have finished steps, hash differently, so its "
@@ -391,46 +412,66 @@ class Run:
                 "Run without --resume to start over, or use another workdir."
             )
         checkpoint_path = self._checkpoint_dir / progress["checkpoint"]
-        try:
-            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise InputError(f"resume: checkpoint {str(checkpoint_path)!r} cannot be read ({exc}); run without --resume") from None
+        saved = self._load_checkpoint(checkpoint_path)
         self.student = self._initial_student()
         plan = {p.index: p for p in self.recipe.plan}
-        for restore in saved["restores"]:
-            plan[restore["stage_index"]].stage.restore(self, restore["state"])
-        self.student.load_state_dict(saved["student"])
+        try:
+            for restore in saved["restores"]:
+                plan[restore["stage_index"]].stage.restore(self, restore["state"])
+            self.student.load_state_dict(saved["student"])
+            records = [StepRecord.from_json(record) for record in json.loads(saved["records"])]
+            artefacts = Artefacts.from_json(json.loads(saved["report"]))
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # a ValidationError is a ValueError
+            raise InputError(
+                f"resume: checkpoint {str(checkpoint_path)!r} does not fit this run's student "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): it comes from another run or is damaged. "
+                "Run without --resume to start over."
+            ) from None
         self.student.to(self.device)
         self._write_recipe()  # only once the checkpoint is known to continue it
         self._restores = list(saved["restores"])
-        self.report.steps = [StepRecord.from_json(record) for record in json.loads(saved["records"])]
-        self.artefacts = Artefacts.from_json(json.loads(saved["report"]))
-        self.report.apply(self.artefacts)
+        self.report.steps = records
+        self.artefacts = artefacts
+        self.report.apply(artefacts)
         done = {tuple(pair) for pair in progress["done"]}
-        self.console.print(f"resume: {len(done)} finished step(s) restored from {checkpoint_path.name}")
+        self.say(f"resume: {len(done)} finished step(s) restored from {checkpoint_path.name}")
         return done  # type: ignore[return-value]
 
+    def _load_checkpoint(self, path: Path) -> dict[str, Any]:
+        """A checkpoint of this run (tensors only, no code); InputError naming the file otherwise."""
+        saved = load_tensors(path, "resume: checkpoint")
+        if not (isinstance(saved, dict) and saved.get("format") == CHECKPOINT_FORMAT and CHECKPOINT_KEYS <= saved.keys()):
+            raise InputError(f"resume: {str(path)!r} is not an edgekd checkpoint (format {CHECKPOINT_FORMAT}); run without --resume to start over")
+        written_by = saved.get("recipe")  # absent in checkpoints of earlier versions
+        if written_by is not None and not _names_a_prefix_of(self.recipe, written_by):
+            raise InputError(
+                f"resume: checkpoint {str(path)!r} belongs to another run (its recipe hash differs from this run's); "
+                "it cannot continue this one. Run without --resume to start over."
+            )
+        return saved
+
     def _checkpoint(self, planned: PlannedStage, step: int) -> None:
+        if not self.dist.is_main:
+            return
         name = f"stage{planned.index:02d}-step{step:03d}.pt"
         payload = {
             "format": CHECKPOINT_FORMAT,
+            "recipe": {"stages": planned.index + 1, "hash": self.recipe.fingerprint(planned.index + 1)},
             "student": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
             "restores": self._restores,
             "records": json.dumps([record.to_json() for record in self.report.steps]),
             "report": json.dumps(self.artefacts.to_json()),
         }
-        self._checkpoint_dir.mkdir(exist_ok=True)
-        if not self.dist.is_main:
-            return
-        atomic_write_bytes(self._checkpoint_dir / name, lambda tmp: torch.save(payload, tmp))
-        previous = json.loads(self._progress_file.read_text()) if self._progress_file.is_file() else {"done": []}
+        folder = real_folder(self._checkpoint_dir)
+        write_atomic(folder / name, serialized(lambda handle: torch.save(payload, handle)))
+        previous = self._read_progress() or {"done": []}
         done = previous["done"] + [[planned.index, step]]
         # One hash per stage prefix (the last is the whole recipe's): resume checks the finished prefix.
         stage_hashes = [self.recipe.fingerprint(count) for count in range(1, len(self.recipe.plan) + 1)]
-        atomic_write_json(self._progress_file, {"stage_hashes": stage_hashes, "checkpoint": name, "done": done})
+        write_json(self._progress_file, {"stage_hashes": stage_hashes, "checkpoint": name, "done": done})
         stale = previous.get("checkpoint")
         if stale and stale != name:
-            (self._checkpoint_dir / stale).unlink(missing_ok=True)
+            (folder / stale).unlink(missing_ok=True)
 
     # ---- one step ---------------------------------------------------------------
     def _run_step(self, planned: PlannedStage, step: int) -> None:
@@ -439,16 +480,20 @@ class Run:
         seed = self.phase_seed(planned.index, step)
         started = time.perf_counter()
         torch.manual_seed(seed)
-        # Artefact stages (export, bench) run once, on rank 0: their files and timings are not per rank.
-        result = stage.apply(self, step) if stage.compresses or self.dist.is_main else StepResult()
-        self.dist.barrier()
-        self._restores.append({"stage_index": planned.index, "step": step, "state": result.state})
+        try:
+            # Artefact stages (export, bench) run once, on rank 0: their files and timings are not per rank.
+            result = stage.apply(self, step) if stage.compresses or self.dist.is_main else StepResult()
+            self.dist.barrier()
+            self._restores.append({"stage_index": planned.index, "step": step, "state": result.state})
+            measured = self._recover_and_measure(planned, step, label, seed) if stage.compresses else {}
+        except TrainingDiverged as exc:
+            exc.blame(planned.lr_setting, f"{planned.recover_path}.grad_clip")
+            raise
         if stage.compresses:
-            measured = self._recover_and_measure(planned, step, label, seed)
             record = StepRecord.model_validate({**measured, **result.record, "seconds": round(time.perf_counter() - started, 3)})
             self.report.steps.append(record)
             before = record.accuracy_before_recovery
-            self.console.print(
+            self.say(
                 f"{label}: accuracy {record.accuracy:.2%}"
                 + (f" (before recovery {before:.2%})" if before is not None else "")
                 + f", MACs {record.macs:,}, params {record.params:,}"
@@ -500,18 +545,69 @@ class Run:
         self._write_json(self.workdir / "report.json", self.report.to_json())
 
     def _write_json(self, path: Path, data: Any) -> None:
+        """Strict JSON (non-finite numbers become null, listed in `non_finite`), written atomically by rank 0."""
         if self.dist.is_main:
-            atomic_write_json(path, data)
+            write_json(path, data)
 
-    def _write(self, path: Path, write: Callable[[Path], None]) -> None:
-        """Atomic writes, from rank 0 only: the other ranks hold the same state."""
+    def _write(self, path: Path, save: Callable[[BinaryIO], Any]) -> None:
+        """Atomic writes of what `save(handle)` writes, from rank 0 only: the other ranks hold the same state."""
         if self.dist.is_main:
-            atomic_write_bytes(path, write)
+            write_atomic(path, serialized(save))
 
 
-def compress(recipe: Recipe, *, resume: bool = False, console: Console | None = None, quiet: bool = False) -> Report:
+def read_progress(workdir: Path) -> dict[str, Any] | None:
+    """A run folder's progress.json, checked; None when there is none, InputError naming it when it is damaged."""
+    path = workdir / "progress.json"
+    if not path.exists():
+        return None
+    try:
+        progress = json.loads(path.read_bytes()) if path.is_file() else None
+        problem = _progress_problem(progress)
+    except ValueError as exc:  # JSON or Unicode decoding
+        problem = f"is not JSON ({exc})"
+    if problem:
+        raise InputError(
+            f"progress file {str(path)!r} {problem}, so the run in {str(workdir)!r} cannot be resumed from it. "
+            "Run without --resume to start over, or use another workdir."
+        )
+    return progress
+
+
+def recipe_continues(recipe: Recipe, progress: dict[str, Any]) -> bool:
+    """Whether `recipe` continues the run `progress` records: the stages with finished steps (and the
+    top-level settings) hash as they did. Stages may be appended."""
+    finished_stages = 1 + max(index for index, _ in progress["done"])
+    return progress["stage_hashes"][finished_stages - 1 : finished_stages] == [recipe.fingerprint(finished_stages)]
+
+
+def _names_a_prefix_of(recipe: Recipe, written_by: Any) -> bool:
+    """Whether a checkpoint's `{stages, hash}` is the hash of `recipe`'s first `stages` stages."""
+    stages = written_by.get("stages") if isinstance(written_by, dict) else None
+    return isinstance(stages, int) and 1 <= stages <= len(recipe.plan) and written_by.get("hash") == recipe.fingerprint(stages)
+
+
+def _progress_problem(progress: Any) -> str | None:
+    """What is wrong with the content of a progress.json, or None."""
+    if not isinstance(progress, dict):
+        return f"holds {type(progress).__name__}, not a mapping"
+    done, name, hashes = progress.get("done"), progress.get("checkpoint"), progress.get("stage_hashes")
+    pairs_ok = isinstance(done, list) and done and all(
+        isinstance(p, list) and len(p) == 2 and all(type(v) is int and v >= 0 for v in p) for p in done
+    )
+    if not pairs_ok:
+        return "has no valid 'done' list of [stage, step] pairs"
+    if not (isinstance(name, str) and CHECKPOINT_NAME.match(name)):
+        return f"names no valid checkpoint (got {name!r})"
+    if not (isinstance(hashes, list) and hashes and all(isinstance(h, str) for h in hashes)):
+        return "has no valid 'stage_hashes' list"
+    return None
+
+
+def compress(
+    recipe: Recipe, *, resume: bool = False, console: Console | None = None, quiet: bool = False, force_unlock: bool = False
+) -> Report:
     """Run a validated recipe; returns the report (also in `<workdir>/report.json`)."""
-    return Run(recipe, console=console, quiet=quiet).execute(resume=resume)
+    return Run(recipe, console=console, quiet=quiet, force_unlock=force_unlock).execute(resume=resume)
 
 
-__all__ = ["Run", "compress"]
+__all__ = ["Run", "compress", "read_progress", "recipe_continues", "workdir_lock"]

@@ -55,10 +55,16 @@ def test_fashion_mnist_missing_lists_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "system"))
     monkeypatch.setenv("EDGEKD_DATA", str(tmp_path / "env"))
     with pytest.raises(InputError) as error:
-        load_data("fashion-mnist", seed=0, root=str(tmp_path / "mine"))
+        load_data("fashion-mnist", seed=0)
     message = str(error.value)
-    for place in ("mine", "env", "system", "dataset-fashion-mnist"):
+    for place in ("env", "system", "dataset-fashion-mnist"):
         assert place in message
+
+
+def test_a_fashion_mnist_root_that_does_not_exist_is_an_error_not_a_fallback(fake_fashion, tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", str(fake_fashion))  # a copy a fallback would find
+    with pytest.raises(InputError, match="data.root: Fashion-MNIST folder .*mine.* does not exist"):
+        load_data("fashion-mnist", seed=0, root=str(tmp_path / "mine"))
 
 
 def test_corrupt_idx_file_is_named(fake_fashion):

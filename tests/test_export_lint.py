@@ -104,3 +104,43 @@ def test_export_command_writes_a_model_that_matches_pytorch(digits, tmp_path):
     assert parity(model, output, [digits.val.tensors[0]], min_agreement=0.999)["agreement"] == 1.0
     with pytest.raises(InputError, match="--input-shape '1,1,8,8'"):
         export_command(model="cnn(width=4)", weights=tmp_path / "weights.pt", input_shape="1,1,8,8", output=output)
+
+
+def _with_unknown_op() -> onnx.ModelProto:
+    model = bad_graph()
+    model.graph.node[4].op_type = "FancyRelu"  # no such operator in the ONNX domain
+    return model
+
+
+def _dangling_input() -> onnx.ModelProto:
+    model = bad_graph()
+    model.graph.node[3].input[0] = "never_computed"
+    return model
+
+
+def _no_nodes() -> onnx.ModelProto:
+    graph = helper.make_graph([], "empty", [], [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+BROKEN_FILES = {
+    "a 0-byte file": (lambda path: path.write_bytes(b""), "is empty (0 bytes)"),
+    "not protobuf": (lambda path: path.write_bytes(b"\x08\x01\x12\xff\xff garbage"), "is not an ONNX model"),
+    "an unknown operator": (lambda path: onnx.save(_with_unknown_op(), path), "FancyRelu"),
+    "an input nothing computes": (lambda path: onnx.save(_dangling_input(), path), "never_computed"),
+    "an empty graph": (lambda path: onnx.save(_no_nodes(), path), "empty graph (no nodes)"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_FILES, ids=list(BROKEN_FILES))
+def test_check_refuses_a_broken_file_with_exit_2(broken, tmp_path, capsys):
+    from edgekd.cli import main
+
+    write, message = BROKEN_FILES[broken]
+    path = tmp_path / "model.onnx"
+    write(path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", str(path), "--target", "tensorrt"])
+    output = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2 and str(path) in output and message in output
+    assert "ready for" not in output

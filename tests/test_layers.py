@@ -1,10 +1,12 @@
 """The package's import structure: layered (pyproject.toml's import-linter contract) and free of cycles."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import grimp
+from importlinter.api import read_configuration
 
 ROOT = Path(__file__).parent.parent
 
@@ -25,3 +27,10 @@ def test_the_layers_contract_holds():
     assert lint is not None, "import-linter is in the dev extra: pip install -e '.[dev]'"
     result = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_module_of_the_package_has_a_place_in_the_layers():
+    layers = read_configuration(str(ROOT / "pyproject.toml"))["contracts_options"][0]["layers"]
+    placed = {name.strip() for layer in layers for name in re.split(r"[|:]", layer)}
+    top_level = {".".join(module.split(".")[:2]) for module in grimp.build_graph("edgekd").modules if module != "edgekd"}
+    assert sorted(top_level - placed) == [], "add these modules to a layer in pyproject.toml"

@@ -3,17 +3,16 @@ writes the JSON. Registered by the main CLI with `app.command("bench")(bench_com
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from edgekd import api
+from edgekd import api, terminal
 from edgekd.bench.inputs import parse_input_shapes
 from edgekd.bench.render import render
 from edgekd.errors import InputError
+from edgekd.files import output_file, write_json
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -61,6 +60,8 @@ def bench_command(
 
     Example:  edgekd bench student.int8.onnx teacher.onnx --batch 1,64 --threads 2 --json bench.json
     """
+    if json_path:  # refused now, not after minutes of timing
+        output_file(json_path, "--json")
     result = api.bench(
         models,
         backend=backend,
@@ -79,8 +80,8 @@ def bench_command(
         precision=precision,
         cache_dir=cache_dir,
     )
-    render(result, Console())
+    render(result, terminal.console())
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result.to_json(), indent=1))
-        Console().print(f"results: {json_path}")
+        write_json(json_path, result.to_json())
+        terminal.console().print(f"results: {json_path}")

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from edgekd import api
+from edgekd import api, terminal
 from edgekd.errors import EdgekdError, InputError
+from edgekd.files import output_file
 
 
 def check_command(
@@ -20,12 +21,14 @@ def check_command(
 ) -> None:
     """Check an int8 ONNX file against what a deployment target accepts; runs without the target.
 
-    Exit code 1 when errors are found, 0 when there are none (warnings only report).
+    The file must first pass onnx.checker (an empty, unparsable or invalid file, or an unknown
+    operator, is exit 2). Exit code 1 when the target's rules find errors, 0 when there are none
+    (warnings only report).
 
     Example:  edgekd check runs/demo/student.int8.onnx --target tensorrt
     """
     findings = api.check(model, target)
-    console = Console()
+    console = terminal.console()
     if not findings:
         console.print(f"{model}: ready for {target} (no findings)", soft_wrap=True)
         return
@@ -34,7 +37,7 @@ def check_command(
         table.add_column(column, overflow="fold")
     for finding in findings:
         style = "red" if finding.severity == "error" else "yellow"
-        table.add_row(f"[{style}]{finding.severity}[/]", finding.rule, finding.node, finding.message)
+        table.add_row(Text(finding.severity, style=style), finding.rule, finding.node, finding.message)
     console.print(table)
     errors = sum(f.severity == "error" for f in findings)
     if errors:
@@ -57,6 +60,9 @@ def export_command(
     num_classes: Annotated[int, typer.Option(help="Classes the model predicts.")] = 10,
     opset: Annotated[int, typer.Option(min=13, max=21, help="ONNX opset.")] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="Leave the batch axis dynamic.")] = True,
+    force_unlock: Annotated[
+        bool, typer.Option("--force-unlock", help="Take over the run folder's lock held from another host (only if no run is active there).")
+    ] = False,
 ) -> None:
     """Export a student to checked ONNX files: the latest checkpoint of a run (pruned and
     quantized students included: teacher.onnx, student.onnx, student.int8.onnx in the run
@@ -67,11 +73,12 @@ def export_command(
     Example:  edgekd export --model 'resnet_s(width=16)' --weights student.pt --input-shape 1x1x28x28 --output student.onnx
     """
     if run is not None:
-        files = api.export_run(run, opset=opset, dynamic_batch=dynamic_batch)
+        files = api.export_run(run, opset=opset, dynamic_batch=dynamic_batch, force_unlock=force_unlock)
         for kind, entry in (files.student.onnx if files.student else {}).items():
-            Console().print(f"{kind}: {run / entry.path} — ONNX Runtime test accuracy {entry.accuracy:.2%}, {entry.size_bytes:,} bytes")
+            terminal.console().print(f"{kind}: {run / entry.path} — ONNX Runtime test accuracy {entry.accuracy:.2%}, {entry.size_bytes:,} bytes")
         return
     if model is None or weights is None or input_shape is None:
         raise InputError("give a run folder (edgekd export runs/x), or --model, --weights and --input-shape together")
+    output_file(output, "--output")
     exporter = api.export_model(model, weights, parse_shape(input_shape), output, num_classes=num_classes, opset=opset, dynamic_batch=dynamic_batch)
-    Console().print(f"wrote {output} ({output.stat().st_size:,} bytes, {exporter} exporter, opset {opset})")
+    terminal.console().print(f"wrote {output} ({output.stat().st_size:,} bytes, {exporter} exporter, opset {opset})")

@@ -10,12 +10,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
-from edgekd import api
+from edgekd import api, terminal
 from edgekd.errors import GateFailed, InputError
+from edgekd.files import output_file
 from edgekd.gate import BaselineLimits, GatesConfig, parse_fraction
-from edgekd.report import append_github_summary, render_gates, verdict_line, write_junit
+from edgekd.report import append_github_summary, github_summary_path, render_gates, verdict_line, write_junit
 
 def _cli_config(values: dict[str, Any]) -> GatesConfig:
     try:
@@ -61,6 +61,9 @@ def gate_command(
 
     Example:  edgekd gate runs/ci/report.json --baseline ci/baseline-report.json --max-accuracy-drop 1 --max-size-growth 5% --junit gates.xml
     """
+    if junit is not None:  # where the verdicts go is checked before they are computed
+        output_file(junit, "--junit")
+    github_summary_path()
     has_baseline = baseline is not None
     limits = BaselineLimits(
         max_accuracy_drop=max_accuracy_drop if has_baseline else None,
@@ -76,7 +79,7 @@ def gate_command(
     check = api.gate(report, baseline=baseline, gates=config, limits=limits)
     name = check.report.name
     title = f"edgekd gates · {name}" + (f" vs {baseline}" if baseline else "")
-    render_gates(check.results, Console(), title)
+    render_gates(check.results, terminal.console(), title)
     if junit is not None:
         write_junit(check.results, junit, classname=f"edgekd.gates.{name}")
     append_github_summary(check.results, title)
@@ -92,4 +95,4 @@ def report_command(
     Example:  edgekd report runs/quickstart   →  runs/quickstart/report.html
     """
     markdown_path, html_path = api.report(run)
-    Console().print(f"wrote {markdown_path}\nwrote {html_path}")
+    terminal.console().print(f"wrote {markdown_path}\nwrote {html_path}")

@@ -21,12 +21,11 @@ def load_data(
 ) -> DataBundle:
     """Load a dataset by name and split it deterministically from `seed`.
 
-    `limit` keeps the first N training samples (after the seeded shuffle) — for smoke runs."""
+    `limit` keeps N training samples (after a seeded shuffle) — for smoke runs. The arrays are
+    checked before anything trains (`edgekd.data.checks`)."""
     x, y, x_test, y_test = load_arrays(dataset, root, options or {})
-    if limit is not None and limit < len(y):
-        keep, _ = split_indices(len(y), 1 - limit / len(y), seed)
-        x, y = x[keep], y[keep]
-    return make_bundle(dataset, x, y, x_test, y_test, seed=seed, val_split=val_split, test_split=test_split)
+    source = f"dataset {dataset!r}" + (f" (data.root {root!r})" if root else "")
+    return make_bundle(dataset, x, y, x_test, y_test, seed=seed, val_split=val_split, test_split=test_split, limit=limit, source=source)
 
 
 __all__ = ["DataBundle", "datasets", "load_data", "make_bundle", "read_idx", "split_indices"]

@@ -3,11 +3,14 @@ training split's statistics, with deterministic splits from the seed."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from edgekd.data.checks import check_arrays, check_classes
 
 
 @dataclass
@@ -21,6 +24,20 @@ class DataBundle:
     num_classes: int
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def digest(self) -> str:
+        """A hash of every split's images and labels as the models see them: caches keyed by the
+        data's settings alone would reuse a teacher trained on an old file at the same path."""
+        if self._digest is None:
+            hasher = hashlib.sha256()
+            for split in ("train", "val", "test"):
+                for tensor in getattr(self, split).tensors:
+                    array = np.ascontiguousarray(tensor.numpy())
+                    hasher.update(f"{split}:{array.dtype}:{array.shape}".encode())
+                    hasher.update(memoryview(array).cast("B"))
+            self._digest = hasher.hexdigest()[:16]
+        return self._digest
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -61,15 +78,6 @@ class DataBundle:
         }
 
 
-def _as_images(x: np.ndarray) -> np.ndarray:
-    """(N, H, W) → (N, 1, H, W); (N, H, W, C) with C ≤ 4 → (N, C, H, W); (N, C, H, W) unchanged."""
-    if x.ndim == 3:
-        return x[:, None]
-    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-        return x.transpose(0, 3, 1, 2)
-    return x
-
-
 def split_indices(n: int, fraction: float, seed: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Deterministically split range(n) into (kept, held out); stratified by label when given."""
     rng = np.random.default_rng(seed)
@@ -97,20 +105,23 @@ def make_bundle(
     val_split: float,
     test_split: float,
     num_classes: int | None = None,
+    limit: int | None = None,
+    source: str | None = None,
 ) -> DataBundle:
-    """Split, normalize with training statistics, and wrap arrays as tensors.
+    """Check (`edgekd.data.checks`), split, normalize with training statistics, and wrap arrays as tensors.
 
-    When the source has no test split of its own, `test_split` of the data is held out
-    (stratified); `val_split` of the remaining training data becomes the validation split."""
-    x_train = _as_images(np.asarray(x_train, dtype=np.float32))
-    y_train = np.asarray(y_train).astype(np.int64)
+    `limit` keeps N training samples (after a seeded shuffle) — for smoke runs. When the source
+    has no test split of its own, `test_split` of the data is held out (stratified); `val_split`
+    of the remaining training data becomes the validation split. `source` names the data in errors."""
+    source = source or f"dataset {name!r}"
+    x_train, y_train, x_test, y_test = check_arrays(source, x_train, y_train, x_test, y_test)
+    if limit is not None and limit < len(y_train):
+        keep, _ = split_indices(len(y_train), 1 - limit / len(y_train), seed)
+        x_train, y_train = x_train[keep], y_train[keep]
     if x_test is None or y_test is None:
         keep, held = split_indices(len(y_train), test_split, seed, y_train)
         x_test, y_test = x_train[held], y_train[held]
         x_train, y_train = x_train[keep], y_train[keep]
-    else:
-        x_test = _as_images(np.asarray(x_test, dtype=np.float32))
-        y_test = np.asarray(y_test).astype(np.int64)
     keep, held = split_indices(len(y_train), val_split, seed + 1, y_train)
     x_val, y_val = x_train[held], y_train[held]
     x_train, y_train = x_train[keep], y_train[keep]
@@ -121,7 +132,7 @@ def make_bundle(
     def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.from_numpy(((x - mean) / std).astype(np.float32)), torch.from_numpy(y))
 
-    classes = num_classes or int(max(y_train.max(), y_test.max())) + 1
+    classes = check_classes(source, y_train, y_test, num_classes)
     return DataBundle(
         name,
         tensors(x_train, y_train),

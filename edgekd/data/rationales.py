@@ -25,7 +25,6 @@ Labels are compared after `normalize_label`, so "1,200", "1200.0" and " 1200." a
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from edgekd.errors import InputError
+from edgekd.files import write_atomic
 from edgekd.registry import close_matches
 
 
@@ -107,25 +107,10 @@ def _row(line: str, where: str, fields: RationaleFields, required: Sequence[str]
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write through a temporary file (`.<name>.<pid>.tmp`, fsynced) and a rename, then fsync the folder:
-    a reader never sees half a file, and a file that exists survives a crash."""
+    """Write `text` atomically and durably (`edgekd.files.write_atomic`), creating the folder if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    try:  # not every platform opens folders for fsync
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-    return path
+    return write_atomic(path, text)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:

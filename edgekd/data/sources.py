@@ -4,8 +4,10 @@ image folders, .npz arrays, and user callables (`"pkg.module:factory"`)."""
 from __future__ import annotations
 
 import gzip
+import inspect
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +60,12 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 @datasets.register(name="fashion-mnist")
 def fashion_mnist(root: str | None = None) -> Arrays:
-    """Fashion-MNIST from its IDX files (60k train / 10k test, 28×28 grey)."""
-    candidates = [Path(p) for p in (root, os.environ.get("EDGEKD_DATA"), FASHION_MNIST_SYSTEM_DIR) if p]
-    candidates += [c / "fashion-mnist" for c in candidates[:-1]]
+    """Fashion-MNIST from its IDX files (60k train / 10k test, 28×28 grey). A `data.root` given is the
+    only place looked in: a missing one is an error, never a fallback to another copy."""
+    if root and not Path(root).is_dir():
+        raise InputError(f"data.root: Fashion-MNIST folder {root!r} does not exist")
+    candidates = [Path(root)] if root else [Path(p) for p in (os.environ.get("EDGEKD_DATA"), FASHION_MNIST_SYSTEM_DIR) if p]
+    candidates += [c / "fashion-mnist" for c in candidates if c != Path(FASHION_MNIST_SYSTEM_DIR)]
     for folder in candidates:
         found = {key: _find_idx(folder, stem) for key, stem in FASHION_MNIST_FILES.items()}
         if all(found.values()):
@@ -104,27 +109,23 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 @datasets.register
 def imagefolder(root: str | None = None, image_size: int = 32, grayscale: bool = False) -> Arrays:
     """`root/<class>/<image>` (and optionally `root/train/…`, `root/test/…`), resized to image_size²."""
-    from PIL import Image
-
     if not root or not Path(root).is_dir():
         raise InputError(f"data.root: image folder {root!r} does not exist")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise InputError(f"data.options.image_size must be a positive whole number of pixels (got {image_size!r})")
     base = Path(root)
 
     def read(folder: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
         images, labels = [], []
         for label, name in enumerate(classes):
-            for file in sorted((folder / name).iterdir()):
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    with Image.open(file) as img:
-                        img = img.convert("L" if grayscale else "RGB").resize((image_size, image_size))
-                        images.append(np.asarray(img, dtype=np.float32) / 255.0)
-                except OSError as exc:
-                    raise InputError(f"image {str(file)!r} cannot be read: {exc}") from None
+            if not (folder / name).is_dir():
+                raise InputError(f"data.root: class folder {str(folder / name)!r} is missing; every split needs one folder per class ({', '.join(classes)})")
+            files = [f for f in sorted((folder / name).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+            if not files:  # an empty class would train a class no image shows, or vanish when it is the last
+                raise InputError(f"data.root: class folder {str(folder / name)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            for file in files:
+                images.append(_read_image(file, image_size, grayscale))
                 labels.append(label)
-        if not images:
-            raise InputError(f"data.root: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(folder)!r}")
         return np.stack(images), np.asarray(labels)
 
     has_splits = (base / "train").is_dir() and (base / "test").is_dir()
@@ -134,9 +135,28 @@ def imagefolder(root: str | None = None, image_size: int = 32, grayscale: bool =
         raise InputError(f"data.root: {root!r} has no class sub-folders (expected root/<class>/<image>)")
     x, y = read(train_dir, classes)
     if has_splits:
+        extra = sorted(p.name for p in (base / "test").iterdir() if p.is_dir() and p.name not in classes)
+        if extra:
+            raise InputError(f"data.root: {str(base / 'test')!r} has class folder(s) {extra} that {str(train_dir)!r} lacks")
         x_test, y_test = read(base / "test", classes)
         return x, y, x_test, y_test
     return x, y, None, None
+
+
+def _read_image(file: Path, image_size: int, grayscale: bool) -> np.ndarray:
+    """One image, resized; PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) is a hard limit here."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                img = img.convert("L" if grayscale else "RGB").resize((image_size, image_size))
+                return np.asarray(img, dtype=np.float32) / 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"image {str(file)!r} is too large to decode safely (a decompression bomb?): {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's decoders raise all three for damaged files
+        raise InputError(f"image {str(file)!r} cannot be read: {exc}") from None
 
 
 def load_arrays(name: str, root: str | None, options: dict[str, Any]) -> Arrays:
@@ -144,6 +164,16 @@ def load_arrays(name: str, root: str | None, options: dict[str, Any]) -> Arrays:
     from edgekd.registry import load_callable
 
     factory = load_callable(name) if ":" in name else datasets.get(name)
+    try:
+        inspect.signature(factory).bind(root=root, **options)
+    except TypeError as exc:
+        option_names = ", ".join(sorted(options)) or "no options"
+        raise InputError(
+            f"data.dataset {name!r} cannot be called as factory(root=…, **data.options) with {option_names}: {exc}. "
+            "A dataset factory is `def factory(root=None, **options)` returning (x_train, y_train, x_test or None, y_test or None)"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): let the call say
+        pass
     result = factory(root=root, **options)
     if not (isinstance(result, tuple) and len(result) == 4):
         raise InputError(f"dataset {name!r} must return (x_train, y_train, x_test or None, y_test or None)")

@@ -20,7 +20,31 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingDiverged(EdgekdError):
-    """The loss became NaN or infinite; the last good checkpoint is untouched."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is untouched.
+
+    The training loop knows the learning rate it used, the runner knows which recipe field set
+    it: `blame` adds that field to the advice (the innermost caller's word stands)."""
+
+    def __init__(self, what: str, lr: float):
+        super().__init__(what)
+        self.what, self.lr = what, lr
+        self.settings: tuple[str, str] | None = None
+
+    def blame(self, lr_setting: str, clip_setting: str) -> TrainingDiverged:
+        if self.settings is None:
+            self.settings = (lr_setting, clip_setting)
+        return self
+
+    def __str__(self) -> str:
+        if self.settings is None:
+            advice = f"Lower the learning rate ({self.lr:g}) or set grad_clip."
+        else:
+            lr_setting, clip_setting = self.settings
+            advice = (
+                f"The learning rate was {self.lr:g}, from {lr_setting}: lower it (e.g. --set {lr_setting}={self.lr / 10:g}) "
+                f"or set {clip_setting} (e.g. --set {clip_setting}=1)."
+            )
+        return f"{self.what} Nothing of this training was saved; the last good checkpoint is intact. {advice}"
 
 
 def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -30,13 +54,29 @@ def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.opt
     return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, nesterov=opt.momentum > 0)
 
 
-def _check_finite(value: float, description: str, epoch: int, batch: int) -> None:
+def _check_finite(value: float, description: str, epoch: int, batch: int, lr: float) -> None:
     if not math.isfinite(value):
+        raise TrainingDiverged(f"{description}: the loss became {value} in epoch {epoch}, batch {batch}.", lr)
+
+
+@torch.no_grad()
+def _check_weights(model: nn.Module, description: str, epoch: int, lr: float, probe: torch.Tensor | None = None) -> None:
+    """The loss is computed before each update, so the last update of an epoch is checked here: the
+    weights and BatchNorm statistics it produced, and the outputs they give on `probe` (eval mode,
+    so nothing changes) — finite weights can still overflow."""
+    broken = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:
         raise TrainingDiverged(
-            f"{description}: the loss became {value} in epoch {epoch}, batch {batch}. "
-            "The student was not saved; the last good checkpoint is intact. "
-            "Lower the learning rate (e.g. --set distill.lr=…) or set grad_clip."
+            f"{description}: the weights became NaN or infinite in epoch {epoch} ({', '.join(broken[:3])}"
+            f"{' …' if len(broken) > 3 else ''}).", lr,
         )
+    if probe is None:
+        return
+    was_training = model.training
+    output = model.eval()(probe)
+    model.train(was_training)
+    if torch.is_tensor(output) and not torch.isfinite(output).all():
+        raise TrainingDiverged(f"{description}: the outputs became NaN or infinite after the last update of epoch {epoch} (the weights overflow).", lr)
 
 
 def _pretrain(
@@ -52,11 +92,12 @@ def _pretrain(
         _start_epoch(loader, epoch)
         for batch, (x, y, *_) in enumerate(loader, 1):
             loss = objective.pretrain_loss(x.to(device), y.to(device))
-            _check_finite(dist.mean(loss.item(), device), f"{description} (stage 1)", epoch, batch)
+            _check_finite(dist.mean(loss.item(), device), f"{description} (stage 1)", epoch, batch, config.optimizer.lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             dist.average_gradients(params)
             optimizer.step()
+        _check_weights(student, f"{description} (stage 1)", epoch, config.optimizer.lr)
 
 
 def _start_epoch(loader: DataLoader, epoch: int) -> None:
@@ -120,7 +161,7 @@ def fit(
                 with autocast:
                     loss = objective(x, y.to(device, non_blocking=True), *index)
                 value = dist.mean(loss.item(), device)
-                _check_finite(value, description, epoch, batch)
+                _check_finite(value, description, epoch, batch, config.optimizer.lr)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 dist.average_gradients(objective.parameters())
@@ -134,6 +175,7 @@ def fit(
                 if scheduler:
                     scheduler.step()
                 running += value
+            _check_weights(student, description, epoch, config.optimizer.lr, probe=x)
             epoch_losses.append(running / max(len(loader), 1))
             if progress and task is not None:
                 progress.update(task, advance=1, description=f"{description} loss {epoch_losses[-1]:.4f}")

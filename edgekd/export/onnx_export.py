@@ -30,6 +30,7 @@ from torch import nn
 
 from edgekd.version import __version__
 from edgekd.errors import EdgekdError, InputError
+from edgekd.files import write_atomic
 from edgekd.export.qdq import finish_qdq
 from edgekd.quant.graph import quant_schedule
 from edgekd.quant.profiles import profiles
@@ -83,7 +84,7 @@ def export_onnx(
         raise EdgekdError(f"the exported ONNX model for {path.name} does not pass onnx.checker: {exc}") from None
     _set_metadata(proto, {"edgekd_version": __version__, "exporter": chosen, **extra, **(metadata or {})})
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, path)
+    write_atomic(path, proto.SerializeToString())
     return chosen
 
 
@@ -118,7 +119,7 @@ def write_metadata(path: str | Path, values: dict[str, str]) -> None:
     """Add or replace metadata_props entries of an ONNX file (e.g. its measured test accuracy)."""
     proto = onnx.load(path)
     _set_metadata(proto, values)
-    onnx.save(proto, path)
+    write_atomic(path, proto.SerializeToString())
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -24,7 +24,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, InputError, NotFinite
 
 
 def session(path: str | Path, *, threads: int | None = None, optimized_path: str | Path | None = None) -> ort.InferenceSession:
@@ -52,6 +52,7 @@ def onnx_accuracy(path: str | Path, batches: Iterable[tuple[torch.Tensor, torch.
     correct = total = 0
     for images, labels in batches:
         logits = run(sess, images)
+        _require_finite(logits, path, "ONNX Runtime")
         correct += int((logits.argmax(1) == labels.cpu().numpy()).sum())
         total += len(labels)
     return correct / max(total, 1)
@@ -62,7 +63,8 @@ def parity(model: nn.Module, path: str | Path, batches: Iterable[torch.Tensor], 
     """How closely ONNX Runtime reproduces the PyTorch model (for a fake-quant model, the simulation).
 
     Returns top-1 agreement and max/mean absolute logit difference; an agreement
-    below `min_agreement` is an EdgekdError — the file does not compute what was trained."""
+    below `min_agreement` is an EdgekdError — the file does not compute what was trained — and
+    so is a NaN or infinite output on either side (argmax of NaN "agrees", max() skips it)."""
     sess = session(path)
     was_training = model.training
     model.eval()
@@ -72,6 +74,8 @@ def parity(model: nn.Module, path: str | Path, batches: Iterable[torch.Tensor], 
     for x in batches:
         expected = model(x.to(device)).cpu().numpy()
         got = run(sess, x)
+        _require_finite(expected, path, "PyTorch")
+        _require_finite(got, path, "ONNX Runtime")
         diff = np.abs(expected - got)
         agree += int((expected.argmax(1) == got.argmax(1)).sum())
         total += len(x)
@@ -92,6 +96,39 @@ def parity(model: nn.Module, path: str | Path, batches: Iterable[torch.Tensor], 
             "what was trained; lower export.parity_min_agreement only if you accept that."
         )
     return result
+
+
+def _require_finite(logits: np.ndarray, path: str | Path, runner: str) -> None:
+    broken = int((~np.isfinite(logits)).reshape(len(logits), -1).any(1).sum())
+    if broken:
+        raise NotFinite(
+            f"{Path(path).name}: {runner} computes NaN or infinite logits for {broken} of {len(logits)} images; "
+            "the model or its export is broken, so its accuracy and parity would mean nothing"
+        )
+
+
+def check_onnx_file(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file and refuse (InputError naming it) one that is empty, does not parse, fails
+    onnx.checker (full check: types, shapes, known operators) or has no nodes."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"ONNX file {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"ONNX file {str(path)!r} is empty (0 bytes)")
+    try:
+        model = onnx.load(path)
+    except OSError:
+        raise
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise InputError(f"{str(path)!r} is not an ONNX model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not model.graph.node:
+        raise InputError(f"ONNX file {str(path)!r} holds an empty graph (no nodes)")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # checker errors are several classes
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise InputError(f"ONNX file {str(path)!r} is not a valid model (onnx.checker): {first}") from None
+    return model
 
 
 def optimized_graph(path: str | Path) -> onnx.ModelProto:

@@ -192,5 +192,5 @@ def _load(path: Path) -> onnx.ModelProto:
 
 
 # `edgekd check --target NAME`: what each deployment target's lint is.
-targets: Registry[Callable[[Path], list[Finding]]] = Registry("check target")
+targets: Registry[Callable[[onnx.ModelProto], list[Finding]]] = Registry("check target")
 targets.register(lint_tensorrt, name="tensorrt")

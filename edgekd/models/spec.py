@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import pickle
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +37,9 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         assert isinstance(call, ast.Call)
         if call.args:
             raise InputError(f"model spec {spec!r}: use keyword arguments, e.g. resnet_s(width=32)")
-        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+        if any(kw.arg is None for kw in call.keywords):
+            raise InputError(f"model spec {spec!r}: **{{…}} unpacking is not read; write each argument out, e.g. cnn(width=64)")
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
     except (SyntaxError, ValueError) as exc:
         raise InputError(f"model spec {spec!r}: arguments must be literals like width=32 ({exc})") from None
     return name.strip(), kwargs
@@ -79,26 +82,64 @@ def build_model(
     dataset_kwargs = {k: v for k, v in _accepted(builder, from_data).items() if k not in kwargs}
     try:
         model = builder(**dataset_kwargs, **kwargs)
-    except TypeError as exc:
-        raise InputError(f"model spec {spec!r}: {exc}") from None
-    except ValueError as exc:
-        raise InputError(f"model spec {spec!r}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:  # arguments the builder cannot use
+        raise InputError(f"model spec {spec!r} cannot be built: {_first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"model spec {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
-def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
-    """Load weights from a state_dict file without unpickling code (weights_only)."""
+@torch.no_grad()
+def check_runs(model: nn.Module, example: torch.Tensor, spec: str) -> None:
+    """One forward pass in eval mode on a real input, so a spec that cannot run on the data
+    (`cnn(width=0)`, a too-small image for its strides) fails before training, naming the spec."""
+    was_training = model.training
+    try:
+        model.eval()(example)
+    except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as exc:
+        shape = "×".join(str(d) for d in example.shape[1:])
+        raise InputError(f"model spec {spec!r} does not run on the data's input ({shape}): {_first_line(exc)}") from None
+    finally:
+        model.train(was_training)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def load_tensors(path: str | Path, what: str = "checkpoint file") -> Any:
+    """Read a torch file with `weights_only=True`: tensors and plain containers, never code.
+    InputError naming the file when it is missing, damaged or holds pickled objects; an OSError
+    (permission denied) passes through, as the system's failure rather than bad input."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"checkpoint file {str(path)!r} does not exist")
+        raise InputError(f"{what} {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a corrupt file
-        raise InputError(f"checkpoint file {str(path)!r} cannot be read as a state_dict: {exc}") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc) and "Weights only" not in str(exc):
+            raise InputError(f"{what} {str(path)!r} is damaged: {_first_line(exc)}") from None
+        raise InputError(
+            f"{what} {str(path)!r} holds pickled Python objects (e.g. a whole model saved with torch.save(model)); edgekd "
+            "loads tensors only and never runs code from a file. Save the weights instead: torch.save(model.state_dict(), path)."
+        ) from None
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise InputError(f"{what} {str(path)!r} cannot be read: {_first_line(exc)}") from None
+
+
+def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
+    """Load weights from a state_dict file without unpickling code (weights_only); refuses NaN/inf weights."""
+    path = Path(path)
+    state = load_tensors(path)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    if not isinstance(state, dict):
+        raise InputError(f"checkpoint file {str(path)!r} holds a {type(state).__name__}, not a state_dict (a mapping of tensors)")
+    broken = [name for name, value in state.items() if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise InputError(f"checkpoint file {str(path)!r} holds NaN or infinite values in {', '.join(broken[:3])}: the weights diverged when it was saved")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

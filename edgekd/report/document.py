@@ -21,8 +21,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, PercentFormatter
 
+from edgekd.files import real_folder, write_atomic
 from edgekd.records import Latency, ModelMetrics, Report, as_report
-from edgekd.report.tables import GATE_ALIGN, GATE_HEADERS, gate_rows, markdown_table, verdict_line
+from edgekd.report.tables import GATE_ALIGN, GATE_HEADERS, gate_rows, markdown_table, markdown_text, verdict_line
 
 PLOT_DIR = "report_plots"
 TEACHER_COLOR = "#d4a017"
@@ -37,7 +38,7 @@ class Heading:
     level: int = 2
 
     def markdown(self) -> str:
-        return f"{'#' * self.level} {self.text}\n"
+        return f"{'#' * self.level} {markdown_text(self.text)}\n"
 
     def html(self) -> str:
         return f"<h{self.level}>{html.escape(self.text)}</h{self.level}>"
@@ -48,7 +49,7 @@ class Text:
     text: str
 
     def markdown(self) -> str:
-        return f"{self.text}\n"
+        return f"{markdown_text(self.text)}\n"
 
     def html(self) -> str:
         return f"<p>{html.escape(self.text)}</p>"
@@ -86,7 +87,7 @@ class Plot:
     png: bytes
 
     def markdown(self) -> str:
-        return f"![{self.caption}]({PLOT_DIR}/{self.filename})\n"
+        return f"![{markdown_text(self.caption)}]({PLOT_DIR}/{self.filename})\n"
 
     def html(self) -> str:
         data = base64.b64encode(self.png).decode("ascii")
@@ -381,11 +382,10 @@ def write_reports(workdir: Path, report: Report | Mapping[str, Any]) -> tuple[Pa
     workdir = Path(workdir)
     report = as_report(report)
     blocks = build_blocks(report)
-    plot_dir = workdir / PLOT_DIR
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    plot_dir = real_folder(workdir / PLOT_DIR)
     for plot in (b for b in blocks if isinstance(b, Plot)):
-        (plot_dir / plot.filename).write_bytes(plot.png)
+        write_atomic(plot_dir / plot.filename, plot.png)
     markdown_path, html_path = workdir / "report.md", workdir / "report.html"
-    markdown_path.write_text(to_markdown(blocks), encoding="utf-8")
-    html_path.write_text(to_html(blocks, f"edgekd report · {report.name}"), encoding="utf-8")
+    write_atomic(markdown_path, to_markdown(blocks))
+    write_atomic(html_path, to_html(blocks, f"edgekd report · {report.name}"))
     return markdown_path, html_path

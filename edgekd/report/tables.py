@@ -3,6 +3,8 @@ GitHub-flavoured Markdown tables (report.md, the GitHub step summary)."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any, Iterable
 
 from edgekd.records import GateResult, format_value
@@ -32,11 +34,23 @@ def verdict_line(results: list[GateResult]) -> str:
     return f"all {len(results)} gates passed"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*|])")
+
+
+def markdown_text(value: Any) -> str:
+    """A value as inline Markdown text, whatever it holds: control characters (a newline starts a
+    heading or a block) become spaces, HTML is escaped, and table pipes, emphasis, code spans and
+    links lose their meaning."""
+    text = html.escape(_CONTROL.sub(" ", str(value)), quote=False)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("](", "]\\(")
+
+
 def markdown_table(headers: Iterable[str], rows: Iterable[Iterable[Any]], align: str = "") -> str:
     """A GitHub-flavoured table; `align` holds one l/r per column (default: all left)."""
 
     def cells(values: Iterable[Any]) -> str:
-        return "| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in values) + " |"
+        return "| " + " | ".join(markdown_text(v) for v in values) + " |"
 
     headers = list(headers)
     rules = ["---:" if a == "r" else "---" for a in align.ljust(len(headers), "l")]
