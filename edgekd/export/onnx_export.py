@@ -78,14 +78,19 @@ def export_onnx(
     if schedule is not None:
         counts = finish_qdq(proto, int32_bias=profiles.get(schedule.profile).int32_bias)
         extra = {"quant_profile": schedule.profile, **{k: str(v) for k, v in counts.items()}}
+    save_checked(proto, path, {"exporter": chosen, **extra, **(metadata or {})})
+    return chosen
+
+
+def save_checked(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> None:
+    """Check the model with onnx.checker, stamp the edgekd version and `metadata`, and write it."""
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:  # checker errors are several classes
         raise EdgekdError(f"the exported ONNX model for {path.name} does not pass onnx.checker: {exc}") from None
-    _set_metadata(proto, {"edgekd_version": __version__, "exporter": chosen, **extra, **(metadata or {})})
+    _set_metadata(proto, {"edgekd_version": __version__, **metadata})
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, proto.SerializeToString())
-    return chosen
 
 
 def _export(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool, exporter: str) -> onnx.ModelProto:

@@ -114,6 +114,36 @@ def quantize_biases(model: onnx.ModelProto) -> int:
     return count
 
 
+def fold_weight_transposes(model: onnx.ModelProto) -> int:
+    """DequantizeLinear(constant weight) → Transpose becomes one DequantizeLinear of the transposed
+    weight, its per-channel axis moved along: the TorchScript exporter puts this Transpose between
+    a Linear's weight and its MatMul whenever the Linear reads a 3-D tensor. Returns how many."""
+    graph = _Graph(model)
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    folded = []
+    for node in model.graph.node:
+        weight = graph.constant(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        consumers = users.get(node.output[0], []) if weight is not None else []
+        if len(consumers) != 1 or consumers[0].op_type != "Transpose" or node.output[0] in outputs:
+            continue
+        transpose = consumers[0]
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), list(range(weight.ndim))[::-1])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % weight.ndim
+        node.input[0] = graph.add_initializer(np.ascontiguousarray(weight.transpose(perm)), f"{node.input[0]}_transposed")
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute("axis", perm.index(axis)))
+        node.output[0] = transpose.output[0]
+        folded.append(transpose)
+    for transpose in folded:
+        model.graph.node.remove(transpose)
+    graph.remove_unused_initializers()
+    return len(folded)
+
+
 def finish_qdq(model: onnx.ModelProto, *, int32_bias: bool) -> dict[str, int]:
     """All rewrites in order; returns how many weights and biases were converted."""
     bypass_constant_identities(model)

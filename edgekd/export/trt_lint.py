@@ -4,6 +4,11 @@ TensorRT's explicit quantization accepts only symmetric int8 Q/DQ (zero point 0)
 per-channel scales along a weight's output-channel axis, and fuses a layer into an
 int8 kernel only when its data input and weight come from DequantizeLinear.
 
+The same rules cover transformer graphs: a Linear exports as MatMul or Gemm on a constant
+(dequantized) weight, and is checked like a Conv. Attention's activation × activation MatMuls
+are not weighted layers (TensorRT runs them at the build's float precision), and ONNX Runtime
+contrib ops (MatMulNBits for int4 weights) are errors: TensorRT cannot parse them.
+
 Errors are what TensorRT rejects; warnings are what it runs in higher precision or
 with extra reformatting (slowly).
 
@@ -34,6 +39,7 @@ from edgekd.registry import Registry
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+ORT_DOMAIN = "com.microsoft"  # e.g. MatMulNBits (int4 weight-only): ONNX Runtime runs it, TensorRT cannot parse it
 # Ops TensorRT moves Q/DQ across (they commute with quantization) — only when the scales match.
 COMMUTING_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather")
 
@@ -66,6 +72,17 @@ class _Model:
         if node is not None and node.op_type == "Identity":
             return self.constant(node.input[0])
         return None
+
+    def is_weight(self, name: str) -> bool:
+        """A constant, or DequantizeLinear of a constant, possibly through ops TensorRT moves Q/DQ across."""
+        while self.constant(name) is None:
+            node = self.producer.get(name)
+            if node is not None and node.op_type == "DequantizeLinear":
+                return self.constant(node.input[0]) is not None
+            if node is None or node.op_type not in COMMUTING_OPS:
+                return False
+            name = node.input[0]
+        return True
 
     def from_dq(self, name: str) -> bool:
         """Produced by DequantizeLinear, directly or through ops TensorRT moves it across — such as the
@@ -128,6 +145,8 @@ def _check_axis(model: _Model, node: onnx.NodeProto) -> list[Finding]:
 
 
 def _check_weighted(model: _Model, node: onnx.NodeProto) -> list[Finding]:
+    if node.op_type == "MatMul" and not any(model.is_weight(name) for name in node.input[:2]):
+        return []  # activation × activation (attention's QKᵀ and PV): TensorRT runs it at the build's float precision
     findings = []
     for index, role in ((0, "input"), (1, "weight")):
         if len(node.input) > index and not model.from_dq(node.input[index]):
@@ -138,9 +157,17 @@ def _check_weighted(model: _Model, node: onnx.NodeProto) -> list[Finding]:
     return findings
 
 
+def _after_conv(model: _Model, name: str) -> bool:
+    node = model.producer.get(name)
+    if node is not None and node.op_type == "BatchNormalization":
+        node = model.producer.get(node.input[0])
+    return node is not None and node.op_type in ("Conv", "ConvTranspose")
+
+
 def _check_add(model: _Model, node: onnx.NodeProto) -> list[Finding]:
+    """A residual Add after a Conv (→ BatchNorm); Adds in a transformer's residual stream feed LayerNorm, not a conv fusion."""
     inputs = [name for name in node.input if model.constant(name) is None]
-    if len(inputs) < 2 or any(model.from_dq(name) for name in inputs):
+    if len(inputs) < 2 or any(model.from_dq(name) for name in inputs) or not any(_after_conv(model, n) for n in inputs):
         return []
     return [Finding("warning", "unquantized-residual", _name(node),
                     "neither input of this Add is quantized: TensorRT cannot fuse it into the preceding Conv "
@@ -169,6 +196,9 @@ def lint_tensorrt(model: str | Path | onnx.ModelProto) -> list[Finding]:
     graph = _Model(proto)
     findings: list[Finding] = []
     for node in graph.nodes:
+        if node.domain == ORT_DOMAIN:
+            findings.append(Finding("error", "onnxruntime-only-op", _name(node),
+                                    f"{node.op_type} is an ONNX Runtime contrib op (com.microsoft), which TensorRT's parser rejects"))
         if node.op_type in QDQ_OPS:
             findings += _check_qdq_types(graph, node)
         if node.op_type == "DequantizeLinear":

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+import math
 from typing import Iterable, Iterator, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Calibration = Literal["max", "percentile", "mse"]
@@ -33,33 +35,72 @@ MSE_CANDIDATES = torch.linspace(0.3, 1.0, 36)
 
 @dataclass(frozen=True)
 class QuantScheme:
-    """How one tensor is quantized: int8 is symmetric (zero point 0), uint8 asymmetric.
+    """How one tensor is quantized: int8 and int4 are symmetric (zero point 0), uint8 asymmetric.
 
-    `axis` is the per-channel axis (weights), None for one scale per tensor (activations)."""
+    `axis` is the per-channel axis (weights), None for one scale per tensor (activations).
+    With `block_size`, each channel is cut into blocks of that many values along the other
+    axes (zero-padded at the end), each with its own scale — block-wise int4 weights, as
+    ONNX Runtime's MatMulNBits stores them:
 
-    dtype: Literal["int8", "uint8"]
+    >>> scheme = QuantScheme("int4", axis=0, block_size=4)
+    >>> scheme.blocks(torch.arange(10.0).reshape(2, 5)).tolist()
+    [[0.0, 1.0, 2.0, 3.0], [4.0, 0.0, 0.0, 0.0], [5.0, 6.0, 7.0, 8.0], [9.0, 0.0, 0.0, 0.0]]
+    """
+
+    dtype: Literal["int8", "uint8", "int4"]
     axis: int | None = None
+    block_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.block_size is not None and (self.axis is None or self.block_size < 1):
+            raise ValueError("block-wise quantization needs a channel axis and a block size ≥ 1")
 
     @property
     def qmin(self) -> int:
-        return -128 if self.dtype == "int8" else 0
+        return {"int8": -128, "uint8": 0, "int4": -8}[self.dtype]
 
     @property
     def qmax(self) -> int:
-        return 127 if self.dtype == "int8" else 255
+        return {"int8": 127, "uint8": 255, "int4": 7}[self.dtype]
+
+    @property
+    def symmetric(self) -> bool:
+        return self.dtype != "uint8"
 
     def qparams(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scale and zero point covering [low, high] (extended to hold 0), as ONNX Runtime's quantizer computes them."""
         # In float64 like ONNX Runtime, so that a zero point at .5 rounds the same way.
         low, high = low.double().clamp(max=0.0), high.double().clamp(min=0.0)
-        if self.dtype == "int8":
-            # Symmetric over ±127 (not -128), so that -x and x round to opposite integers.
-            scale = torch.maximum(-low, high) / 127.0
+        if self.symmetric:
+            # Over ±qmax (not down to qmin), so that -x and x round to opposite integers.
+            scale = torch.maximum(-low, high) / self.qmax
             zero_point = torch.zeros_like(scale, dtype=torch.int32)
         else:
             scale = (high - low) / 255.0
             zero_point = torch.round(-low / scale.clamp(min=1e-12)).clamp(0, 255).to(torch.int32)
         return scale.clamp(min=1e-8).float(), zero_point
+
+    def channels(self, shape: torch.Size | tuple[int, ...]) -> int:
+        """How many scales a tensor of this shape gets along `axis` (channels × blocks per channel)."""
+        assert self.axis is not None
+        count = shape[self.axis]
+        if self.block_size is not None:
+            per_channel = math.prod(shape) // max(count, 1)
+            count *= -(-per_channel // self.block_size)
+        return count
+
+    def blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """(channels × blocks, block_size): each channel's values cut into zero-padded blocks."""
+        assert self.axis is not None and self.block_size is not None
+        rows = x.movedim(self.axis, 0).flatten(1)
+        rows = F.pad(rows, (0, -rows.shape[1] % self.block_size))
+        return rows.reshape(-1, self.block_size)
+
+    def unblocks(self, blocks: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The inverse of `blocks`, back to the layout of `like`."""
+        moved = like.movedim(self.axis, 0).shape  # type: ignore[arg-type]
+        rows = blocks.reshape(moved[0], -1)[:, : math.prod(moved[1:])]
+        return rows.reshape(moved).movedim(0, self.axis)  # type: ignore[arg-type]
 
 
 def strided_sample(x: torch.Tensor, size: int = SAMPLE_PER_BATCH) -> torch.Tensor:
@@ -137,6 +178,8 @@ class FakeQuantize(nn.Module):
 
     def extra_repr(self) -> str:
         where = "per-tensor" if self.scheme.axis is None else f"per-channel axis {self.scheme.axis}"
+        if self.scheme.block_size is not None:
+            where += f", blocks of {self.scheme.block_size}"
         return f"{self.scheme.dtype}, {where}, calibration={self.calibration}, learnable={self.learnable}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,24 +191,27 @@ class FakeQuantize(nn.Module):
         return self.quantize(x)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scheme.block_size is not None:
+            return self.scheme.unblocks(self._quantize(self.scheme.blocks(x), axis=0), x)
+        return self._quantize(x, self.scheme.axis)
+
+    def _quantize(self, x: torch.Tensor, axis: int | None) -> torch.Tensor:
         scheme, scale = self.scheme, self.scale.detach()
         if self.learnable:
             scale = scale.clamp(min=1e-8)  # a gradient step may push a trained scale through zero
-        if scheme.axis is None:
+        if axis is None:
             rounded = torch.fake_quantize_per_tensor_affine(x, scale, self.zero_point, scheme.qmin, scheme.qmax)
         else:
-            rounded = torch.fake_quantize_per_channel_affine(
-                x, scale, self.zero_point, scheme.axis, scheme.qmin, scheme.qmax
-            )
+            rounded = torch.fake_quantize_per_channel_affine(x, scale, self.zero_point, axis, scheme.qmin, scheme.qmax)
         if self.training and self.learnable:
-            rounded = rounded + self._scale_gradient(x, rounded)
+            rounded = rounded + self._scale_gradient(x, rounded, axis)
         return rounded
 
-    def _scale_gradient(self, x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
+    def _scale_gradient(self, x: torch.Tensor, rounded: torch.Tensor, axis: int | None) -> torch.Tensor:
         """A zero-valued term whose gradient w.r.t. the scale is LSQ's (Esser et al., 2020)."""
         shape = [1] * x.dim()
-        if self.scheme.axis is not None:
-            shape[self.scheme.axis] = -1
+        if axis is not None:
+            shape[axis] = -1
         values_per_scale = x.numel() / self.scale.numel()
         gradient_factor = (values_per_scale * self.scheme.qmax) ** -0.5
         scale = (self.scale * gradient_factor + (self.scale * (1 - gradient_factor)).detach()).reshape(shape)
@@ -185,7 +231,10 @@ class FakeQuantize(nn.Module):
             self._set_range(*self._channel_range(x))
 
     def _channel_range(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        per_channel = weight.detach().transpose(0, self.scheme.axis).flatten(1)
+        if self.scheme.block_size is not None:
+            per_channel = self.scheme.blocks(weight.detach())
+        else:
+            per_channel = weight.detach().transpose(0, self.scheme.axis).flatten(1)
         return per_channel.min(1).values, per_channel.max(1).values
 
     @torch.no_grad()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -244,7 +244,7 @@ def insert_fake_quant(
     if profile.fold_batchnorm:
         traced = fold_batchnorm(traced)
     # Only layers the graph calls: one inside a module fx keeps whole (nn.MultiheadAttention's out_proj)
-    # is read by its parent as `.weight`, which a QuantLayer does not have — it stays float.
+    # is computed with by its parent through `.weight`, which would bypass the quantizer — it stays float.
     called = {str(node.target) for node in traced.graph.nodes if node.op == "call_module"}
     for name, module in list(traced.named_modules()):
         if name in called and isinstance(module, WEIGHTED_LAYERS) and not is_float_stem(module, profile):
@@ -274,14 +274,15 @@ def quantizers(model: nn.Module) -> list[FakeQuantize]:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
-    """Run batches through the model (eval mode, float) and set every quantizer's scale from them."""
+def calibrate(model: nn.Module, batches: Iterable[torch.Tensor | Mapping[str, torch.Tensor]]) -> None:
+    """Run batches through the model (eval mode, float) and set every quantizer's scale from them.
+    A batch is the model's input, or a mapping of keyword inputs (input_ids, attention_mask, …)."""
     was_training = model.training
     model.eval()
     try:
         with calibrating(quantizers(model)):
             for x in batches:
-                model(x)
+                model(**x) if isinstance(x, Mapping) else model(x)
     finally:
         model.train(was_training)
 

@@ -1,0 +1,205 @@
+"""A compact, memory-mapped cache of a teacher's next-token distributions: per target token the
+top-k log-probabilities with their token indices and the log of the remaining mass — what
+recovery phases read instead of running the teacher.
+
+On disk, a folder (streamed into `<name>.partial`, synced, then renamed, so a half-written
+cache never exists under its name):
+
+    meta.json      format, k, vocab size, dtypes, counts
+    values.bin     (tokens, k) float16   top-k log-probabilities, largest first
+    indices.bin    (tokens, k) uint16    their token ids (int32 when the vocabulary exceeds 65,536)
+    tail.bin       (tokens,)   float16   log of the probability outside the top k (-inf when k = vocab)
+    offsets.bin    (sequences + 1,) int64  where each sequence's tokens start
+
+Only target tokens are stored (the positions a `mask` selects, in row-major order), so a
+sequence is read back with the same mask it was written with; the reader checks the counts.
+Log-probabilities rather than probabilities: fp16 keeps a relative precision of ~0.1% on
+every probability, where fp16 probabilities would lose the small ones.
+
+Reconstruction spreads the tail mass evenly over the other vocab − k tokens, which gives
+a full distribution any divergence accepts. A temperature T applies to the reconstructed
+log-probabilities (softmax(log p / T)); that is exact on the top k and treats the tail as
+one flat block — the price of not storing it.
+
+>>> import tempfile
+>>> logits = torch.tensor([[[3.0, 1.0, 0.0, -1.0], [0.0, 2.0, 0.0, 0.0]]])
+>>> mask = torch.tensor([[True, True]])
+>>> folder = pathlib.Path(tempfile.mkdtemp()) / "teacher"
+>>> with TopKCacheWriter(folder, k=2, vocab_size=4) as writer:
+...     writer.add(logits, mask)
+>>> cache = TopKCache.open(folder)
+>>> bytes_per_token(k=2, vocab_size=4), cache.info.tokens  # 2 × (2 + 2) + 2
+(10, 2)
+>>> cache.log_probs([0], mask).exp().sum(-1)
+tensor([[1.0000, 1.0000]])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import shutil
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgekd.errors import InputError
+from edgekd.files import write_atomic
+
+FORMAT = "edgekd.topk/1"
+VALUE_DTYPE = np.dtype(np.float16)
+OFFSET_DTYPE = np.dtype(np.int64)
+FILES = ("values", "indices", "tail")
+
+
+def index_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
+
+
+def bytes_per_token(k: int, vocab_size: int) -> int:
+    """Stored bytes per target token: k values and indices, and the tail mass."""
+    return k * (VALUE_DTYPE.itemsize + index_dtype(vocab_size).itemsize) + VALUE_DTYPE.itemsize
+
+
+def top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(top-k log-probabilities, their indices, log of the remaining mass) per row of (..., vocab) logits."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    values, indices = log_probs.topk(k, dim=-1)
+    rest = log_probs.scatter(-1, indices, float("-inf"))
+    return values, indices, torch.logsumexp(rest, dim=-1)
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    k: int
+    vocab_size: int
+    sequences: int
+    tokens: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "k": self.k, "vocab_size": self.vocab_size, "sequences": self.sequences,
+            "tokens": self.tokens, "value_dtype": VALUE_DTYPE.name, "index_dtype": index_dtype(self.vocab_size).name,
+        }  # fmt: skip
+
+
+class TopKCacheWriter:
+    """Appends batches of sequences in order; `close()` (or leaving the `with` block) publishes
+    the folder. An exception inside the block leaves nothing behind."""
+
+    def __init__(self, path: str | pathlib.Path, *, k: int, vocab_size: int):
+        if not 1 <= k <= vocab_size:
+            raise InputError(f"top-k cache: k must lie in [1, vocab size {vocab_size}], got {k}")
+        self.path = pathlib.Path(path)
+        self.k, self.vocab_size = k, vocab_size
+        self.staging = self.path.with_name(self.path.name + ".partial")
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        self.files = {name: open(self.staging / f"{name}.bin", "wb") for name in FILES}
+        self.offsets = [0]
+
+    def add(self, logits: torch.Tensor, mask: torch.Tensor) -> None:
+        """Append one batch: logits (batch, length, vocab) and the mask (batch, length) of the tokens to keep."""
+        if logits.shape[-1] != self.vocab_size or logits.shape[:-1] != mask.shape:
+            raise InputError(f"top-k cache: logits {tuple(logits.shape)} and mask {tuple(mask.shape)} do not fit vocab size {self.vocab_size}")
+        mask = mask.bool()
+        values, indices, tail = top_k(logits.detach()[mask], self.k)
+        self.files["values"].write(values.cpu().numpy().astype(VALUE_DTYPE).tobytes())
+        self.files["indices"].write(indices.cpu().numpy().astype(index_dtype(self.vocab_size)).tobytes())
+        self.files["tail"].write(tail.cpu().numpy().astype(VALUE_DTYPE).tobytes())
+        for count in mask.sum(dim=1).tolist():
+            self.offsets.append(self.offsets[-1] + int(count))
+
+    def close(self) -> TopKCache:
+        for handle in self.files.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        info = CacheInfo(self.k, self.vocab_size, len(self.offsets) - 1, self.offsets[-1])
+        write_atomic(self.staging / "offsets.bin", np.asarray(self.offsets, dtype=OFFSET_DTYPE).tobytes())
+        write_atomic(self.staging / "meta.json", json.dumps(info.to_json(), indent=1))
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.staging.rename(self.path)
+        return TopKCache.open(self.path)
+
+    def abort(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> TopKCacheWriter:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class TopKCache:
+    """A written cache, memory-mapped: reading a batch touches only its sequences."""
+
+    def __init__(self, path: pathlib.Path, info: CacheInfo):
+        self.path, self.info = path, info
+        k, tokens = info.k, info.tokens
+        self.values = _map(path / "values.bin", VALUE_DTYPE, (tokens, k))
+        self.indices = _map(path / "indices.bin", index_dtype(info.vocab_size), (tokens, k))
+        self.tail = _map(path / "tail.bin", VALUE_DTYPE, (tokens,))
+        self.offsets = np.fromfile(path / "offsets.bin", dtype=OFFSET_DTYPE)
+
+    @classmethod
+    def open(cls, path: str | pathlib.Path) -> TopKCache:
+        path = pathlib.Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            raise InputError(f"{str(path)!r} is not a top-k teacher cache (no meta.json)")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FORMAT:
+            raise InputError(f"{str(path)!r} holds cache format {meta.get('format')!r}; this edgekd reads {FORMAT!r}")
+        return cls(path, CacheInfo(meta["k"], meta["vocab_size"], meta["sequences"], meta["tokens"]))
+
+    def __len__(self) -> int:
+        return self.info.sequences
+
+    def bytes_per_token(self) -> float:
+        """Bytes on disk per stored token, everything counted (offsets and metadata included)."""
+        total = sum(f.stat().st_size for f in self.path.iterdir())
+        return total / max(self.info.tokens, 1)
+
+    def sequence(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values, indices, tail) of one sequence's stored tokens."""
+        start, end = self.offsets[index], self.offsets[index + 1]
+        return self.values[start:end], self.indices[start:end], self.tail[start:end]
+
+    def log_probs(self, sequences: Sequence[int], mask: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The reconstructed teacher log-probabilities (batch, length, vocab) for these sequences,
+        at the positions `mask` selects — the mask they were written with. Other positions hold a
+        uniform distribution (the losses mask them out)."""
+        mask = mask.bool()
+        rows = [self.sequence(int(i)) for i in sequences]
+        for i, (row, count) in enumerate(zip(rows, mask.sum(dim=1).tolist())):
+            if len(row[0]) != count:
+                raise InputError(f"top-k cache {self.path.name}: sequence {sequences[i]} has {len(row[0])} stored tokens, the batch selects {count}")
+        values = torch.from_numpy(np.concatenate([r[0] for r in rows]).astype(np.float32))
+        indices = torch.from_numpy(np.concatenate([r[1] for r in rows]).astype(np.int64))
+        tail = torch.from_numpy(np.concatenate([r[2] for r in rows]).astype(np.float32))
+        vocab, k = self.info.vocab_size, self.info.k
+        dense = torch.full((len(values), vocab), float("-inf"))
+        if k < vocab:
+            dense[:] = (tail - math.log(vocab - k))[:, None]
+        dense.scatter_(1, indices, values)
+        out = torch.full((*mask.shape, vocab), -math.log(vocab))
+        out[mask] = F.log_softmax(dense, dim=-1)  # renormalised: fp16 rounding leaves the sum a little off 1
+        return out.to(device)
+
+
+def _map(path: pathlib.Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    if shape[0] == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
