@@ -7,7 +7,6 @@ import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -37,7 +36,7 @@ def over_seeds(label: str, recipes: list[dict], epochs: int) -> tuple[str, dict]
 
     accuracies, epoch_seconds = [], []
     for seed, recipe in enumerate(recipes):
-        report = edgekd.compress(recipe, quiet=True)
+        report = edgekd.compress(recipe, quiet=True).to_json()
         step = report["steps"][-1]
         accuracies.append(step["accuracy"])
         epoch_seconds.append(step["recovery_seconds"] / epochs)
@@ -57,30 +56,3 @@ def replace_section(title: str, body: str) -> None:
         end = text.find("\n## ", start + len(header))
         text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
     RESULTS.write_text(text)
-
-
-class _CalibrationBatches:
-    """onnxruntime.quantization's CalibrationDataReader protocol over a list of image batches."""
-
-    def __init__(self, input_name: str, images: list[np.ndarray]):
-        self.items = iter([{input_name: x} for x in images])
-
-    def get_next(self) -> dict | None:
-        return next(self.items, None)
-
-
-def ort_quantize_static(fp32: Path, target: Path, images: list[np.ndarray]) -> None:
-    """What a user does by hand: ONNX Runtime's own quantizer (after its pre-processing), QDQ format,
-    uint8 activations, int8 per-channel weights, calibrated on `images`."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = target.with_name(target.stem + ".preprocessed.onnx")
-    quant_pre_process(str(fp32), str(prepared))
-    input_name = onnx.load(str(prepared)).graph.input[0].name
-    quantize_static(
-        str(prepared), str(target), _CalibrationBatches(input_name, images), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-    )
-    prepared.unlink()

@@ -94,7 +94,7 @@ def session_pairs(path: Path) -> list[tuple[float, float, float]]:
     ratios = []
     for _ in range(A_A_PAIRS):
         result = benchmark(
-            [path, path], threads=THREADS, warmup_s=0.05, min_duration_s=0.3, memory=False, roofline=False
+            [path, path], mode="paired", threads=THREADS, warmup_s=0.05, min_duration_s=0.3, memory=False, roofline=False
         )
         ratio = result.ratios[0].ratio
         ratios.append((ratio.median_ratio, ratio.bootstrap_ci_low, ratio.bootstrap_ci_high))

@@ -197,7 +197,7 @@ class Pipeline:
     def latency(self) -> str:
         # int8 first: the harness's ratios are median(candidate) / median(first), so fp32's ratio is the speed-up.
         result = benchmark(
-            [self.files["ort"], self.files["fp32"]], batch_sizes=(1,), threads=self.threads,
+            [self.files["ort"], self.files["fp32"]], mode="paired", batch_sizes=(1,), threads=self.threads,
             min_duration_s=self.bench_seconds, min_iterations=10, memory=False, roofline=False,
         )  # fmt: skip
         int8_name, fp32_name = (model.name for model in result.models)

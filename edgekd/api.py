@@ -82,8 +82,12 @@ def export_run(
             f"{str(recipe_file)!r} does not match the run in {str(workdir)!r}: its hash differs from the one progress.json "
             "recorded, so it would not rebuild the checkpointed student. Was it edited? Nothing was built."
         )
+    # The run's own export settings (stem placement, parity thresholds) apply, but for what the caller sets.
+    stage = next((p.stage for p in recipe.plan if p.key == "export"), None)
+    base = stage.config if stage is not None else ExportConfig()
+    config = base.model_copy(update={"opset": opset, "dynamic_batch": dynamic_batch})
     run = Run(recipe, console=console, force_unlock=force_unlock)
-    return run.export_latest(ExportConfig(opset=opset, dynamic_batch=dynamic_batch))
+    return run.export_latest(config)
 
 
 def export_model(
@@ -138,7 +142,8 @@ def report(run: str | Path) -> tuple[Path, Path]:
 
 
 def bench(models: Sequence[str | Path | Any], **options: Any) -> BenchResult:
-    """Time models side by side (`edgekd.bench.benchmark`'s settings)."""
+    """Time models as deployed, each alone in fresh processes (or side by side with `mode="paired"`):
+    `edgekd.bench.benchmark`'s settings."""
     return benchmark(models, **options)
 
 

@@ -200,12 +200,12 @@ def _no_speedup(report: Report, config: GatesConfig) -> str:
 
 
 def _min_speedup(report: Report, threshold: float, config: GatesConfig) -> GateResult:
-    batch = _speedup_batch(report, config)
-    if batch is None:
+    latency, batch = report.latency, _speedup_batch(report, config)
+    if latency is None or batch is None:
         return _unmeasurable("min_speedup", threshold, "x", _no_speedup(report, config))
-    speedup = _speedups(report)[batch]
+    speedup = latency.speedup[batch]
     low, high = speedup.ci
-    what = f"speedup vs teacher at batch {batch} (95% CI {low:.2f}–{high:.2f})"
+    what = f"speedup vs teacher at batch {batch} ({latency.method()}, 95% CI {low:.2f}–{high:.2f})"
     return _verdict("min_speedup", speedup.ratio, threshold, "x", what)
 
 

@@ -69,19 +69,48 @@ class Parity(Record):
     min_agreement: float
 
 
-class OnnxFile(Record):
-    """One exported file: `path` relative to the workdir, its ONNX Runtime test accuracy and parity."""
+class StemTimingCell(Record):
+    """The two candidate stems of an int8 file at one spinning setting and batch size."""
 
-    omit_when_empty = frozenset({"exporter", "parity"})
+    int8_ms: float
+    float_ms: float
+    float_vs_int8: dict[str, Any] = Field(description="edgekd.bench's ratio over rounds: median_ratio, ci_low, ci_high, per_round, …")
+
+
+class StemPlacement(Record):
+    """How export shipped the int8 file's image stem: `reason` when nothing was timed (the profile
+    left no choice, or export.stem pinned it); with `stem: auto`, the timings that decided, by rule."""
+
+    omit_when_empty = frozenset({"reason", "rule", "mode", "rounds", "threads", "rotation", "timings", "findings", "layout_changes"})
+
+    choice: Literal["int8", "float"]
+    reason: str | None = None
+    rule: str | None = None
+    mode: str | None = None
+    rounds: int | None = None
+    threads: int | None = None
+    rotation: list[str] = Field(default_factory=list)
+    timings: dict[str, StemTimingCell] = Field(default_factory=dict, description="by 'spinning <setting>, batch <n>'")
+    findings: list[str] = Field(default_factory=list)
+    layout_changes: dict[str, int] = Field(default_factory=dict, description="Transposes and NCHWc reorders per candidate")
+
+
+class OnnxFile(Record):
+    """One exported file: `path` relative to the workdir, its ONNX Runtime test accuracy and parity;
+    an int8 file also says in which precision it ships the image stem, and why."""
+
+    omit_when_empty = frozenset({"exporter", "parity", "stem", "placement"})
 
     path: str
     exporter: str | None = None
     parity: Parity | None = None
     accuracy: float | None = None
     size_bytes: int
+    stem: Literal["int8", "float"] | None = None
+    placement: StemPlacement | None = None
 
     @property
-    def stem(self) -> str:
+    def model_key(self) -> str:
         """The file's name without `.onnx`: its model key in the latency section."""
         return Path(self.path).name.removesuffix(".onnx")
 
@@ -138,36 +167,67 @@ class DatasetSummary(Record):
 
 
 class BatchLatency(Record):
+    """One model at one batch size. Deployment mode adds the fresh processes' own medians, their
+    pids and a multi-modality finding; `median_ms` is then the median of the process medians.
+    `samples_ms` (every timed run) is kept for the first spinning condition only."""
+
+    omit_when_empty = frozenset({"samples_ms", "process_medians_ms", "pids", "finding"})
+
     median_ms: float
     p90_ms: float
+    process_medians_ms: list[float] | None = None
+    pids: list[int] | None = None
+    finding: str | None = None
     samples_ms: list[float] = Field(default_factory=list)
 
 
 class Speedup(Record):
-    """Teacher median / deployed student median at one batch, measured side by side, with its CI."""
+    """Teacher median / deployed student median at one batch, with its CI. Deployment mode: the
+    median over rounds of each round's ratio (`per_round`), with the interval's exact coverage."""
 
-    omit_when_empty = frozenset({"model"})
+    omit_when_empty = frozenset({"model", "per_round", "ci_coverage"})
 
     ratio: float
     ci: tuple[float, float]
     model: str | None = None
+    per_round: list[float] | None = None
+    ci_coverage: float | None = None
 
 
-class Latency(Record):
-    """The bench stage's section: per model (file stem) and integer batch size, and the speedups."""
+class LatencyCondition(Record):
+    """Latency per model (file stem) and integer batch size, and the speedups, under one setting."""
 
-    omit_when_empty = frozenset({"reference"})
-
-    backend: str | None = None
-    threads: int | None = None
     models: dict[str, dict[int, BatchLatency]]
     speedup: dict[int, Speedup] = Field(default_factory=dict)
+
+
+BenchMode = Literal["deployment", "paired"]
+
+
+class Latency(LatencyCondition):
+    """The bench stage's section, for its first spinning setting; `conditions` holds the others
+    (a deployment run that timed spinning on and off). Reports from before deployment mode have no
+    `mode` and were paired."""
+
+    omit_when_empty = frozenset({"mode", "spinning", "conditions", "findings", "reference"})
+
+    mode: BenchMode | None = None
+    backend: str | None = None
+    threads: int | None = None
+    spinning: str | None = None
+    conditions: dict[str, LatencyCondition] = Field(default_factory=dict)
+    findings: list[str] = Field(default_factory=list)
     device: str | None = None
     reference: str | None = None
 
     def batches(self) -> list[int]:
         """Every benchmarked batch size, ascending."""
         return sorted({batch for per_batch in self.models.values() for batch in per_batch})
+
+    def method(self) -> str:
+        """How the speedups were measured, e.g. 'deployment mode, spinning on'."""
+        mode = f"{self.mode or 'paired'} mode"
+        return f"{mode}, spinning {self.spinning}" if self.spinning else mode
 
 
 # ---------------------------------------------------------------- gates
@@ -342,7 +402,7 @@ class Report(Record):
         # An export that skipped its ONNX evaluation falls back to the PyTorch number, and says so.
         label = name if entry.accuracy is not None else f"{name} (PyTorch accuracy)"
         accuracy = entry.accuracy if entry.accuracy is not None else student.accuracy
-        return Deployed(label, accuracy, entry.size_bytes, entry.stem, kind)
+        return Deployed(label, accuracy, entry.size_bytes, entry.model_key, kind)
 
     def final_student(self) -> StudentRecord:
         if self.student is None:
@@ -355,7 +415,7 @@ class Report(Record):
             return self.teacher.accuracy
         student = self.final_student()
         for entry in student.onnx.values():
-            if entry.stem == model and entry.accuracy is not None:
+            if entry.model_key == model and entry.accuracy is not None:
                 return entry.accuracy
         return student.accuracy if model == "student" else None
 

@@ -1,5 +1,6 @@
 """`edgekd bench` end to end on real ONNX models exported from small torch nets and real
-onnxruntime sessions: API, JSON, CLI, interleaving, ratios, bad inputs."""
+onnxruntime sessions: API, JSON, CLI, interleaving, ratios, bad inputs. Paired mode here
+(one process, fast); deployment mode's fresh processes are tested in test_bench_deployment.py."""
 
 import json
 from pathlib import Path
@@ -18,7 +19,7 @@ from edgekd.cli.bench import bench_command
 from edgekd.errors import EdgekdError, InputError
 
 # Short runs: these tests check the harness, not the models' speed.
-QUICK = dict(threads=1, warmup_s=0.05, min_iterations=20, min_duration_s=0.15)
+QUICK = dict(mode="paired", threads=1, warmup_s=0.05, min_iterations=20, min_duration_s=0.15)
 
 
 class TinyNet(torch.nn.Module):
@@ -108,19 +109,32 @@ def test_model_against_itself_has_a_ratio_ci_containing_one(models):
     assert ratio.contains(1.0), ratio
 
 
-def test_median_alone_and_interleaved_agree(models):
-    """Interleaving must not change what a model measures (idle-thread spinning once made it 4×)."""
-    settings = dict(QUICK, threads=2, min_duration_s=0.3, memory=False, roofline=False, batch_sizes=(8,))
-    alone = benchmark([models["small"]], **settings).case("small", 8).latency.median
-    interleaved = benchmark([models["small"], models["large"]], **settings).case("small", 8).latency.median
-    assert interleaved == pytest.approx(alone, rel=0.3)
+def test_interleaved_sessions_stop_spinning_and_deployed_ones_keep_ort_defaults(models):
+    """Interleaving must not change what a model measures: an idle session's spinning threads once made its
+    neighbour 4× slower. Paired sessions therefore stop spinning after each run; deployment-mode sessions
+    keep ONNX Runtime's default options (spinning on), since each has its process to itself."""
+    from edgekd.bench.backends import BackendOptions
+    from edgekd.bench.backends.onnxruntime_backend import session_options
+
+    def entry(spinning: str, key: str) -> str:
+        return session_options(BackendOptions(threads=2, spinning=spinning)).get_session_config_entry(key)
+
+    assert entry("stop", "session.force_spinning_stop") == "1"
+    assert entry("off", "session.intra_op.allow_spinning") == "0"
+    default = session_options(BackendOptions(spinning="on"))
+    assert default.intra_op_num_threads == 0
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # ORT's default applies: spinning on
+        default.get_session_config_entry("session.intra_op.allow_spinning")
+    result = benchmark([models["small"], models["large"]], memory=False, roofline=False, **QUICK)
+    assert {m.description["spinning"] for m in result.models} == {"stop"}
+    assert all("force_spinning_stop=1" in m.description["session_options"] for m in result.models)
 
 
 def test_cli_writes_json_that_parses_back(models, tmp_path):
     out = tmp_path / "out" / "bench.json"
     code, result = cli(
-        [str(models["small"]), str(models["large"]), "--batch", "1,2", "--threads", "1", "--warmup", "0.02",
-         "--min-iterations", "10", "--min-duration", "0.05", "--no-memory", "--json", str(out)]
+        [str(models["small"]), str(models["large"]), "--mode", "paired", "--batch", "1,2", "--threads", "1",
+         "--warmup", "0.02", "--min-iterations", "10", "--min-duration", "0.05", "--no-memory", "--json", str(out)]
     )  # fmt: skip
     assert code == 0, result.output
     data = json.loads(out.read_text())
@@ -223,9 +237,11 @@ def test_bad_arguments_exit_2_with_a_clear_message(models, args, message):
     assert code == 2 and message in str(result.exception)
 
 
-def test_spinning_on_with_two_models_is_refused(models):
-    with pytest.raises(InputError, match="spinning 'on' needs a single model"):
+def test_spinning_on_with_two_models_is_refused_in_paired_mode(models):
+    with pytest.raises(InputError, match="spinning 'on' needs a single model in paired mode"):
         benchmark([models["small"], models["large"]], spinning="on", **QUICK)
+    with pytest.raises(InputError, match="paired mode times one setting"):
+        benchmark([models["small"]], spinning="both", **QUICK)
 
 
 def test_fixed_batch_model_refuses_another_batch(tmp_path):

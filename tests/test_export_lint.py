@@ -18,6 +18,7 @@ from edgekd.export import export_onnx, lint_tensorrt, parity
 from edgekd.cli.export import check_command, export_command
 from edgekd.models import build_model
 from edgekd.quant import calibrate, insert_fake_quant, profiles
+from edgekd.quant.graph import float_stem
 
 
 def bad_graph() -> onnx.ModelProto:
@@ -52,11 +53,11 @@ def digits():
     return load_data("digits", seed=0)
 
 
-def export_quantized(spec: str, profile: str, digits, path) -> None:
+def export_quantized(spec: str, profile: str, digits, path, float_stemmed: bool = False) -> None:
     torch.manual_seed(0)
     model = insert_fake_quant(build_model(spec, in_channels=1, num_classes=10).eval(), profiles.get(profile), batches_per_epoch=1)
     calibrate(model, [digits.train.tensors[0][:128]])
-    export_onnx(model, path, digits.test.tensors[0][:1])
+    export_onnx(float_stem(model, profiles.get(profile)) if float_stemmed else model, path, digits.test.tensors[0][:1])
 
 
 def test_lint_flags_what_tensorrt_rejects():
@@ -75,7 +76,9 @@ def test_tensorrt_profile_export_is_clean_and_ort_profile_is_not(spec, digits, t
     assert lint_tensorrt(tmp_path / "trt.onnx") == []
     export_quantized(spec, "ort-x86", digits, tmp_path / "ort.onnx")
     rules = {f.rule for f in lint_tensorrt(tmp_path / "ort.onnx")}
-    assert {"uint8-qdq", "nonzero-zero-point", "unquantized-input"} <= rules  # uint8, and the float stem
+    assert {"uint8-qdq", "nonzero-zero-point"} <= rules and "unquantized-input" not in rules  # uint8; the stem is int8
+    export_quantized(spec, "ort-x86", digits, tmp_path / "float_stem.onnx", float_stemmed=True)
+    assert "unquantized-input" in {f.rule for f in lint_tensorrt(tmp_path / "float_stem.onnx")}
 
 
 def test_check_command_exit_codes(digits, tmp_path):

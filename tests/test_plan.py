@@ -56,6 +56,22 @@ REFUSED = {
         {"stages": [EXPORT, {"bench": {"backends": ["torch"]}}]},
         "bench backend 'torch' times Python models (its Python API), not the exported ONNX files",
     ),
+    "paired bench with spinning on": (
+        {"stages": [EXPORT, {"bench": {"mode": "paired", "spinning": "on"}}]},
+        "stages[1].bench: spinning: 'on' in paired mode lets the teacher's idle threads busy-wait",
+    ),
+    "paired bench with two spinning settings": (
+        {"stages": [EXPORT, {"bench": {"mode": "paired", "spinning": "both"}}]},
+        "stages[1].bench: spinning: paired mode times one setting",
+    ),
+    "an unknown bench mode": (
+        {"stages": [EXPORT, {"bench": {"mode": "deploy"}}]},
+        "stages[1].bench.mode: Input should be 'deployment' or 'paired' (got 'deploy')",
+    ),
+    "a stem timing batch size of 0": (
+        {"stages": [QAT, {"export": {"stem_timing": {"batch_sizes": [0]}}}]},
+        "stages[1].export.stem_timing.batch_sizes[0]: must be ≥ 1 (got 0)",
+    ),
     "an unknown model": ({"student": "resnt_s(width=4)"}, "student.model: unknown model 'resnt_s'. Did you mean 'resnet_s'"),
     "an unknown dataset": ({"data": {"dataset": "digit"}}, "data.dataset: unknown dataset 'digit'. Did you mean 'digits'?"),
 }

@@ -26,6 +26,7 @@ from edgekd.quant import (
     quant_schedule,
     to_float,
 )
+from edgekd.quant.graph import float_stem, quantizers, stem_layers
 from edgekd.recipe import load_recipe
 
 
@@ -92,12 +93,22 @@ def test_model_round_trip_leaves_nothing_training_only(profile, digits):
     assert has_batchnorm == (profile == "tensorrt")
 
 
-def test_ort_x86_keeps_the_one_channel_stem_float():
+def test_ort_x86_trains_the_stem_int8_and_can_ship_it_float(digits):
     model = build_model("resnet_s(width=8)", in_channels=1, num_classes=10)
-    quantized = insert_fake_quant(model, profiles.get("ort-x86"), batches_per_epoch=1)
-    assert isinstance(quantized.get_submodule("stem.0"), nn.Conv2d)
-    assert isinstance(quantized.get_submodule("layers.0.conv1"), QuantLayer)
-    assert isinstance(insert_fake_quant(model, profiles.get("tensorrt"), batches_per_epoch=1).get_submodule("stem.0"), QuantLayer)
+    ort = profiles.get("ort-x86")
+    quantized = insert_fake_quant(model, ort, batches_per_epoch=1)
+    calibrate(quantized, [digits.train.tensors[0][:64]])
+    assert isinstance(quantized.get_submodule("stem.0"), QuantLayer) and stem_layers(quantized, ort) == ["stem.0"]
+    float_stemmed = float_stem(quantized, ort)
+    assert isinstance(float_stemmed.get_submodule("stem.0"), nn.Conv2d)
+    assert isinstance(float_stemmed.get_submodule("layers.0.conv1"), QuantLayer)
+    assert len(quantizers(float_stemmed)) == len(quantizers(quantized)) - 2  # the stem's weights and the model input
+    assert quant_schedule(float_stemmed) is not None and quant_schedule(quantized) is not None
+    x = digits.val.tensors[0][:32]
+    with torch.no_grad():  # same weights, same requantized stem output grid: nearly the same logits
+        agree = (float_stemmed.eval()(x).argmax(1) == quantized.eval()(x).argmax(1)).float().mean()
+    assert agree >= 0.9
+    assert stem_layers(insert_fake_quant(model, profiles.get("tensorrt"), batches_per_epoch=1), profiles.get("tensorrt")) == []
 
 
 def test_calibration_methods_clip_outliers_differently():

@@ -41,7 +41,7 @@ def teacher(tmp_path_factory) -> dict:
 def test_qat_then_export_writes_checked_onnx_files_and_resumes(teacher, tmp_path):
     stages = [
         {"qat": {"profile": "ort-x86", "calibration_batches": 4}, "recover": {"epochs": 1, "lr": 0.001}},
-        {"export": {"opset": 17, "dynamic_batch": True}},
+        {"export": {"opset": 17, "dynamic_batch": True, "stem": "int8"}},  # pinned: the resume below compares files
     ]
     config = recipe(tmp_path / "run", teacher, stages)
     report = edgekd.compress(config, quiet=True).to_json()
@@ -52,7 +52,8 @@ def test_qat_then_export_writes_checked_onnx_files_and_resumes(teacher, tmp_path
     assert step["macs"] == report["teacher"]["macs"]
     files = report["student"]["onnx"]
     assert set(files) == {"fp32", "int8"}
-    assert set(files["int8"]) == {"path", "size_bytes", "accuracy", "parity", "exporter"}
+    assert set(files["int8"]) == {"path", "size_bytes", "accuracy", "parity", "exporter", "stem", "placement"}
+    assert files["int8"]["stem"] == "int8" and files["int8"]["placement"] == {"choice": "int8", "reason": "export.stem"}
     assert files["int8"]["parity"]["agreement"] >= 0.99 and files["fp32"]["parity"]["agreement"] >= 0.999
     assert abs(files["int8"]["accuracy"] - step["accuracy"]) <= 0.01  # ONNX Runtime runs what was trained
     assert files["int8"]["size_bytes"] < files["fp32"]["size_bytes"] / 2
@@ -69,6 +70,29 @@ def test_qat_then_export_writes_checked_onnx_files_and_resumes(teacher, tmp_path
     resumed = edgekd.compress(config, resume=True, quiet=True).to_json()
     assert resumed["student"]["onnx"]["int8"]["accuracy"] == files["int8"]["accuracy"]
     assert resumed["student"]["onnx"]["int8"]["parity"]["max_abs_diff"] == pytest.approx(files["int8"]["parity"]["max_abs_diff"])
+
+
+def test_stem_auto_times_both_candidates_in_deployment_mode_and_ships_the_choice(teacher, tmp_path):
+    timing = {"rounds": 2, "batch_sizes": [1, 8], "threads": 1, "warmup_s": 0.02, "min_duration_s": 0.05}
+    stages = [
+        {"qat": {"profile": "ort-x86", "calibration_batches": 2}, "recover": {"epochs": 0}},
+        {"export": {"stem": "auto", "stem_timing": timing}},
+    ]
+    report = edgekd.compress(recipe(tmp_path / "run", teacher, stages), quiet=True).to_json()
+    int8 = report["student"]["onnx"]["int8"]
+    placement = int8["placement"]
+    assert int8["stem"] == placement["choice"] in ("int8", "float") and placement["mode"] == "deployment"
+    assert placement["rotation"] == ["teacher", "student.int8.stem-int8", "student.int8.stem-float"]
+    assert set(placement["timings"]) == {"spinning on, batch 1", "spinning on, batch 8"}
+    for entry in placement["timings"].values():
+        ratio = entry["float_vs_int8"]
+        assert ratio["rounds"] == 2 and ratio["median_ratio"] == pytest.approx(sum(ratio["per_round"]) / 2)
+        assert entry["int8_ms"] > 0 and entry["float_ms"] > 0
+    wins = all(entry["float_vs_int8"]["ci_high"] < 1 for entry in placement["timings"].values())
+    assert placement["choice"] == ("float" if wins else "int8")
+    assert placement["layout_changes"]["float"] > placement["layout_changes"]["int8"]
+    assert read_metadata(tmp_path / "run" / int8["path"])["int8_stem"] == placement["choice"]
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.onnx")) == ["student.int8.onnx", "student.onnx", "teacher.onnx"]
 
 
 def test_qat_with_zero_recovery_epochs_only_calibrates(teacher, tmp_path):

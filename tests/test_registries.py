@@ -93,12 +93,13 @@ def test_every_bench_backend_times_a_model_or_says_why_it_cannot_here(name: str,
     model = build_model(tiny_spec("cnn"), in_channels=1, num_classes=10).eval()
     example = torch.randn(1, 1, 8, 8)
     source: Any = model
+    mode = "paired"  # an nn.Module runs in this process
     if backends.get(name).reads_onnx:
-        source = tmp_path / "model.onnx"
+        source, mode = tmp_path / "model.onnx", "deployment"
         export_onnx(model, source, example)
     try:
-        result = benchmark([source], backend=name, batch_sizes=(1, 4), threads=1, warmup_s=0.02, min_iterations=5,
-                           min_duration_s=0.05, memory=False, roofline=False, input_shapes={"input": (1, 1, 8, 8)})  # fmt: skip
+        result = benchmark([source], mode=mode, rounds=2, backend=name, batch_sizes=(1, 4), threads=1, warmup_s=0.02,
+                           min_iterations=5, min_duration_s=0.05, memory=False, roofline=False, input_shapes={"input": (1, 1, 8, 8)})  # fmt: skip
     except InputError as error:  # e.g. TensorRT without a GPU: a clear message, never a traceback
         assert name in str(error).lower() or "cuda" in str(error).lower()
         return

@@ -23,8 +23,6 @@ block-bootstrap interval of `edgekd.bench.stats`.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,19 +34,15 @@ import psutil
 from edgekd.bench.backends.base import BackendOptions
 from edgekd.bench.backends.onnxruntime_backend import create_session, session_options
 from edgekd.bench.environment import environment
-from edgekd.bench.memory import MB, PROBE_TIMEOUT_S, _peak_rss, _reset_peak
+from edgekd.bench.fresh import run_fresh
+from edgekd.bench.memory import MB, _peak_rss, _reset_peak
 from edgekd.bench.stats import Ratio, Summary, median_ratio, summarize
 from edgekd.bench.timing import Target, TimingSettings, measure
 from edgekd.decoding import OnnxNextToken, greedy_decode
-from edgekd.errors import EdgekdError, InputError
+from edgekd.errors import InputError
 
 SCHEMA = "edgekd.bench.generation/1"
 MEMORY_RUNS = 2
-# The child imports edgekd.bench without edgekd/__init__.py (which pulls in torch), as edgekd.bench.memory does.
-CHILD = (
-    "import sys, types; package = types.ModuleType('edgekd'); package.__path__ = [{package_dir!r}]; "
-    "sys.modules['edgekd'] = package; from edgekd.bench.generation import memory_child_main; memory_child_main()"
-)
 
 
 @dataclass(frozen=True)
@@ -195,17 +189,13 @@ def benchmark_generation(
 
 
 def memory_probe(path: Path, batch: int, prompt_length: int, new_tokens: int, threads: int | None) -> dict[str, Any]:
-    """Peak RSS of one model generating at one batch size, in a fresh process (as `edgekd.bench.memory`)."""
+    """Peak RSS of one model generating at one batch size, in a fresh process (`edgekd.bench.fresh`)."""
     spec = {"model": str(path), "batch": batch, "prompt_length": prompt_length, "new_tokens": new_tokens, "threads": threads}
-    command = [sys.executable, "-c", CHILD.format(package_dir=str(Path(__file__).parents[1]))]
-    done = subprocess.run(command, input=json.dumps(spec), capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
-    if done.returncode != 0:
-        raise EdgekdError(f"memory probe of {path} generating at batch {batch} failed:\n{done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_fresh("generation-memory", spec, f"memory probe of {path} generating at batch {batch}")
 
 
-def memory_child_main() -> None:
-    spec = json.load(sys.stdin)
+def memory_here(spec: dict[str, Any]) -> dict[str, Any]:
+    """The probe itself, in the fresh process (as `edgekd.bench.memory.measure_here`, generating)."""
     baseline = psutil.Process().memory_info().rss
     peak_source = "VmHWM, reset after imports" if _reset_peak() else "ru_maxrss since process start"
     decoder = Decoder.load("probe", spec["model"], BackendOptions(threads=spec["threads"]))
@@ -214,11 +204,11 @@ def memory_child_main() -> None:
     for _ in range(MEMORY_RUNS):
         call()
     peak = _peak_rss()
-    print(json.dumps({
+    return {
         "baseline_rss_mb": baseline / MB, "loaded_rss_mb": loaded / MB, "peak_rss_mb": peak / MB,
         "peak_over_baseline_mb": (peak - baseline) / MB, "peak_source": peak_source, "runs": MEMORY_RUNS,
         "torch_imported": "torch" in sys.modules,
-    }))  # fmt: skip
+    }  # fmt: skip
 
 
 def render_generation(result: GenerationResult) -> str:

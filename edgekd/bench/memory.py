@@ -7,57 +7,41 @@ it runs a few inferences (Linux: VmHWM, reset after imports via /proc/self/clear
 elsewhere the process-lifetime ru_maxrss). `peak_over_baseline_mb` is what the model costs:
 weights, runtime arenas, inputs and outputs.
 
-`python -m edgekd.bench.memory` reads a probe (JSON, see `probe()`) on stdin and prints
-the measurement as one JSON line."""
+The fresh process is `edgekd.bench.fresh`'s, which deployment-mode timing uses too."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from edgekd.bench.backends.base import BackendOptions
-from edgekd.errors import EdgekdError
+from edgekd.bench.backends.base import BackendOptions, backend_class
+from edgekd.bench.fresh import run_fresh
 
 PROBE_RUNS = 5
-PROBE_TIMEOUT_S = 600
 MB = 2**20
-# The child imports edgekd.bench without running edgekd/__init__.py, which pulls in torch and
-# the training stack: the baseline should be the runtime's footprint, not edgekd's.
-CHILD = (
-    "import sys, types; package = types.ModuleType('edgekd'); package.__path__ = [{package_dir!r}]; "
-    "sys.modules['edgekd'] = package; from edgekd.bench.memory import child_main; child_main()"
-)
 
 
 def probe(backend: str, model: Path, options: BackendOptions, batch: int, runs: int = PROBE_RUNS) -> dict[str, Any]:
     """Measure `model` at `batch` in a fresh process; returns the child's measurement."""
     spec = {"backend": backend, "model": str(model), "options": options.to_json(), "batch": batch, "runs": runs}
-    command = [sys.executable, "-c", CHILD.format(package_dir=str(Path(__file__).parents[1]))]
-    done = subprocess.run(command, input=json.dumps(spec), capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
-    if done.returncode != 0:
-        raise EdgekdError(f"memory probe of {model} at batch {batch} failed:\n{done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_fresh("memory", spec, f"memory probe of {model} at batch {batch}")
 
 
-def child_main() -> None:
-    from edgekd.bench.backends import backends
-
-    spec = json.load(sys.stdin)
+def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
+    """The probe itself, in the fresh process."""
     baseline = psutil.Process().memory_info().rss
     peak_source = "VmHWM, reset after imports" if _reset_peak() else "ru_maxrss since process start"
     options = BackendOptions.from_json(spec["options"])
-    runner = backends.get(spec["backend"])().load(spec["model"], options)
+    runner = backend_class(spec["backend"])().load(spec["model"], options)
     loaded = psutil.Process().memory_info().rss
     target = runner.bind(options.inputs.make(runner.input_specs, spec["batch"], spec["model"]))
     for _ in range(spec["runs"]):
         target.call()
     peak = _peak_rss()
-    result = {
+    return {
         "baseline_rss_mb": baseline / MB,
         "loaded_rss_mb": loaded / MB,
         "peak_rss_mb": peak / MB,
@@ -65,7 +49,6 @@ def child_main() -> None:
         "peak_source": peak_source,
         "runs": spec["runs"],
     }
-    print(json.dumps(result))
 
 
 def _reset_peak() -> bool:
@@ -88,7 +71,3 @@ def _peak_rss() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
-
-
-if __name__ == "__main__":
-    child_main()

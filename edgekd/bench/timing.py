@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class TimingSettings:
         if min(self.min_iterations, self.target_rounds, self.min_rounds) < 1:
             raise InputError(f"minimum iterations ({self.min_iterations}) and rounds must be ≥ 1")
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "warmup_s": self.warmup_s,
             "min_iterations": self.min_iterations,
@@ -55,6 +56,10 @@ class TimingSettings:
             "target_rounds": self.target_rounds,
             "min_rounds": self.min_rounds,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TimingSettings:
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,22 @@ class Timing:
     @property
     def measured_s(self) -> float:
         return float(self.blocks_s.sum())
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything measured, for a fresh process to hand its timing back."""
+        device = self.device_blocks_ms.tolist() if self.device_blocks_ms is not None else None
+        return {
+            "first_call_s": self.first_call_s, "warmup_runs": self.warmup_runs, "block_size": self.block_size,
+            "blocks_s": self.blocks_s.tolist(), "device_blocks_ms": device,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Timing:
+        device = data["device_blocks_ms"]
+        return cls(
+            data["first_call_s"], data["warmup_runs"], data["block_size"], np.array(data["blocks_s"], dtype=np.float64),
+            np.array(device, dtype=np.float64) if device is not None else None,
+        )  # fmt: skip
 
 
 def measure(targets: Sequence[Target], settings: TimingSettings) -> list[Timing]:
@@ -136,7 +157,7 @@ def _run_rounds(
     spent = [0.0] * len(targets)
     round_index = 0
     while round_index < settings.min_rounds or not _enough(runs, spent, settings):
-        for i in _rotation(len(targets), round_index):
+        for i in rotation(len(targets), round_index):
             block = time_block(targets[i].call, block_sizes[i])
             blocks[i].append(block)
             runs[i] += len(block)
@@ -151,7 +172,8 @@ def _enough(runs: list[int], spent: list[float], settings: TimingSettings) -> bo
     return all(n >= settings.min_iterations for n in runs) and all(s >= settings.min_duration_s for s in spent)
 
 
-def _rotation(count: int, round_index: int) -> list[int]:
+def rotation(count: int, round_index: int) -> list[int]:
+    """The order of `count` models in round `round_index`: round r starts with model r mod count."""
     start = round_index % count
     return [*range(start, count), *range(start)]
 

@@ -28,10 +28,22 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 def bench_command(
     models: Annotated[list[Path], typer.Argument(help="ONNX files; the first is the reference for latency ratios.")],
-    backend: Annotated[str, typer.Option(help="onnxruntime or tensorrt.")] = "onnxruntime",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="deployment: each model alone in a fresh process per round, as deployed (default); "
+            "paired: all models interleaved in this process (tight intervals for A/B comparisons)."
+        ),
+    ] = "deployment",
+    rounds: Annotated[int, typer.Option(help="Deployment mode: rounds of fresh processes (6 give a 96.9% CI).")] = 6,
+    backend: Annotated[str, typer.Option(help="onnxruntime, tensorrt, or your Backend class as pkg.module:Class.")] = (
+        "onnxruntime"
+    ),
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated, e.g. 1,64.")] = "1",
     threads: Annotated[Optional[int], typer.Option(help="Intra-op threads (default: one per physical core).")] = None,
-    warmup: Annotated[float, typer.Option(help="Warm-up seconds per model.")] = 0.2,
+    warmup: Annotated[
+        Optional[float], typer.Option(help="Warm-up seconds per model and batch (default 0.5 deployment, 0.2 paired).")
+    ] = None,
     min_iterations: Annotated[int, typer.Option(help="Minimum timed runs per model.")] = 20,
     min_duration: Annotated[float, typer.Option(help="Minimum measured seconds per model.")] = 1.0,
     input_shape: Annotated[
@@ -44,8 +56,12 @@ def bench_command(
     ),
     graph_optimization: Annotated[str, typer.Option(help="disable, basic, extended or all.")] = "all",
     spinning: Annotated[
-        str, typer.Option(help="ORT thread spinning: stop (spin only during a run), off, or on (single model only).")
-    ] = "stop",
+        Optional[str],
+        typer.Option(
+            help="ORT thread spinning: on (ORT's default), off, stop (spin only during a run); in deployment mode "
+            "several (on,off or both), each timed in its own processes. Default: on (deployment), stop (paired)."
+        ),
+    ] = None,
     precision: Annotated[str, typer.Option(help="TensorRT 10 builder precision: auto, fp32, fp16, int8.")] = "auto",
     cache_dir: Annotated[
         Optional[Path], typer.Option(help="TensorRT engine/timing cache folder (default ~/.cache/edgekd/tensorrt).")
@@ -56,14 +72,17 @@ def bench_command(
         Optional[Path], typer.Option("--json", help="Also write the full results (raw latencies too).")
     ] = None,
 ) -> None:
-    """Latency and memory of ONNX models, timed side by side; ratios to the first with a confidence interval.
+    """Latency and memory of ONNX models as deployed — each alone in a fresh process per round — with
+    ratios to the first model and confidence intervals over rounds.
 
-    Example:  edgekd bench student.int8.onnx teacher.onnx --batch 1,64 --threads 2 --json bench.json
+    Example:  edgekd bench student.int8.onnx teacher.onnx --batch 1,64 --threads 2 --spinning both --json bench.json
     """
     if json_path:  # refused now, not after minutes of timing
         output_file(json_path, "--json")
     result = api.bench(
         models,
+        mode=mode,
+        rounds=rounds,
         backend=backend,
         batch_sizes=parse_batch_sizes(batch),
         threads=threads,

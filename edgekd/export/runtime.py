@@ -141,3 +141,41 @@ def optimized_graph(path: str | Path) -> onnx.ModelProto:
 
 def optimized_op_counts(path: str | Path) -> Counter[str]:
     return Counter(node.op_type for node in optimized_graph(path).graph.node)
+
+
+# Layout changes in ONNX Runtime's optimized CPU graph: each one a pass over an activation tensor.
+LAYOUT_OPS = ("Transpose", "ReorderInput", "ReorderOutput")
+
+
+def layout_changes(path: str | Path) -> int:
+    """Transposes and NCHWc reorders in the graph ONNX Runtime runs for `path`."""
+    ops = optimized_op_counts(path)
+    return sum(ops[op] for op in LAYOUT_OPS)
+
+
+class _CalibrationBatches:
+    """onnxruntime.quantization's CalibrationDataReader protocol over a list of image batches."""
+
+    def __init__(self, input_name: str, images: list[np.ndarray]):
+        self.items = iter([{input_name: x} for x in images])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.items, None)
+
+
+def ort_quantize_static(fp32: str | Path, target: str | Path, images: list[np.ndarray]) -> None:
+    """The bar edgekd's int8 export is judged against: what a user does by hand with ONNX Runtime's own
+    quantizer (after its pre-processing) on the same float weights — QDQ format, uint8 activations, int8
+    per-channel weights, calibrated on `images`."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    target = Path(target)
+    prepared = target.with_name(target.stem + ".preprocessed.onnx")
+    quant_pre_process(str(fp32), str(prepared))
+    input_name = onnx.load(str(prepared)).graph.input[0].name
+    quantize_static(
+        str(prepared), str(target), _CalibrationBatches(input_name, images), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+    )  # fmt: skip
+    prepared.unlink()

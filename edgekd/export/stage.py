@@ -7,7 +7,12 @@ its float weights without fake quantization) and, when the student went through 
 stage, `student.int8.onnx` with QuantizeLinear/DequantizeLinear nodes. Each student
 file must reproduce PyTorch on validation batches (`parity_min_agreement`, top-1), and
 every file's test accuracy is measured by running it in ONNX Runtime — the accuracy
-the report shows for the exported model."""
+the report shows for the exported model.
+
+Where the profile leaves the image stem's precision open (ort-x86), `stem` decides: int8,
+float, or auto — both files timed in deployment mode and the faster shipped
+(`edgekd.export.placement`); the report's `student.onnx.int8.stem` and `.placement` say
+which, and why."""
 
 from __future__ import annotations
 
@@ -19,11 +24,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from edgekd.export.onnx_export import export_onnx, write_metadata
-from edgekd.export.runtime import onnx_accuracy, parity
-from edgekd.quant.graph import quant_schedule, to_float
-from edgekd.records import Artefacts, OnnxFile, Parity, StudentFiles, TeacherFiles
 from edgekd.config import StrictModel
+from edgekd.export.onnx_export import export_onnx, write_metadata
+from edgekd.export.placement import StemTiming, choose_stem
+from edgekd.export.runtime import onnx_accuracy, parity
+from edgekd.quant.graph import float_stem, quant_schedule, stem_layers, to_float
+from edgekd.quant.profiles import profiles
+from edgekd.records import Artefacts, OnnxFile, Parity, StemPlacement, StudentFiles, TeacherFiles
 from edgekd.stage import Role, Stage, StageContext, StepResult, View, stages
 
 
@@ -37,13 +44,17 @@ class ParityThresholds(StrictModel):
 class ExportConfig(StrictModel):
     """Settings of an `export:` block. `exporter` applies to the float files: auto uses the
     dynamo exporter at opset ≥ 18 (the first it writes) and TorchScript below; the int8
-    file is always TorchScript, the proven path for fake quantization."""
+    file is always TorchScript, the proven path for fake quantization. `stem`: how the int8
+    file ships the image stem where the profile leaves it open — int8, float, or auto (the
+    faster in deployment mode, timed as `stem_timing` says; pin it for a reproducible file)."""
 
     opset: int = Field(17, ge=13, le=21)
     dynamic_batch: bool = True
     exporter: Literal["auto", "dynamo", "torchscript"] = "auto"
     parity_min_agreement: ParityThresholds = ParityThresholds()
     parity_batches: int = Field(4, ge=1)
+    stem: Literal["auto", "int8", "float"] = "auto"
+    stem_timing: StemTiming = StemTiming()
 
 
 @stages.register(name="export")
@@ -57,14 +68,45 @@ class ExportStage(Stage):
         student = ctx.student
         quantized = quant_schedule(student) is not None
         float_student = to_float(student) if quantized else student
+        # The teacher first: `stem: auto` times the candidate int8 files with the teacher in the rotation.
+        teacher = self._write(ctx, ctx.teacher, "teacher", "teacher.onnx", "fp32", check_parity=False)
         files = {"fp32": self._write(ctx, float_student, "student", "student.onnx", "fp32")}
         if quantized:
-            files["int8"] = self._write(ctx, student, "student", "student.int8.onnx", "int8")
-        teacher = self._write(ctx, ctx.teacher, "teacher", "teacher.onnx", "fp32", check_parity=False)
+            files["int8"] = self._write_int8(ctx, student)
         return StepResult(artefacts=Artefacts(teacher=TeacherFiles(onnx=teacher), student=StudentFiles(onnx=files)))
 
+    def _write_int8(self, ctx: StageContext, student: nn.Module) -> OnnxFile:
+        """student.int8.onnx, its stem in the precision `stem` picks (module docstring)."""
+        schedule = quant_schedule(student)
+        assert schedule is not None
+        profile = profiles.get(schedule.profile)
+        candidates = {"int8": student}
+        if stem_layers(student, profile):
+            candidates["float"] = float_stem(student, profile)
+        placement = self._choose_stem(ctx, candidates)
+        entry = self._write(ctx, candidates[placement.choice], "student", "student.int8.onnx", "int8", extra={"int8_stem": placement.choice})
+        return entry.model_copy(update={"stem": placement.choice, "placement": placement})
+
+    def _choose_stem(self, ctx: StageContext, candidates: dict[str, nn.Module]) -> StemPlacement:
+        if len(candidates) == 1:
+            return StemPlacement(choice="int8", reason="no stem conv the profile lets ship float")
+        if self.config.stem != "auto":
+            return StemPlacement(choice=self.config.stem, reason="export.stem")
+        files = {kind: Path(ctx.workdir) / f"student.int8.stem-{kind}.onnx" for kind in candidates}
+        try:
+            for kind, model in candidates.items():
+                export_onnx(model, files[kind], ctx.example_input(), opset=self.config.opset, dynamic_batch=self.config.dynamic_batch)
+            timing = self.config.stem_timing
+            if not self.config.dynamic_batch:
+                timing = timing.model_copy(update={"batch_sizes": [1]})
+            return choose_stem(files, Path(ctx.workdir) / "teacher.onnx", timing)
+        finally:
+            for path in files.values():
+                path.unlink(missing_ok=True)
+
     def _write(
-        self, ctx: StageContext, model: nn.Module, role: Role, name: str, precision: str, check_parity: bool = True
+        self, ctx: StageContext, model: nn.Module, role: Role, name: str, precision: str, check_parity: bool = True,
+        extra: dict[str, str] | None = None,
     ) -> OnnxFile:
         """Export one file, check it against PyTorch, measure its test accuracy in ONNX Runtime."""
         config = self.config
@@ -73,7 +115,7 @@ class ExportStage(Stage):
         exporter = export_onnx(
             model, path, ctx.example_input(role=role), opset=config.opset, dynamic_batch=config.dynamic_batch,
             exporter=config.exporter if precision == "fp32" else "torchscript",
-            metadata={"precision": precision, "recipe_hash": ctx.recipe_hash, "recipe": ctx.name},
+            metadata={"precision": precision, "recipe_hash": ctx.recipe_hash, "recipe": ctx.name, **(extra or {})},
         )
         agreement = None
         if check_parity:

@@ -4,8 +4,8 @@ and taking it out again.
 The model is traced with torch.fx, so functional ops (residual `+`, `torch.flatten`)
 are visible. One placement pass reads the profile:
 
-* Conv/Linear layers become `QuantLayer`s (int8 per-channel weights), except a stem
-  conv the profile keeps float (`float_stem_channels`).
+* Conv/Linear layers become `QuantLayer`s (int8 per-channel weights), the image stem
+  included; `float_stem` makes the variant that ships the stem float (`stem_channels`).
 * The tensor input of every Conv/Gemm/MatMul is quantized; of an Add, the residual
   input (TensorRT) or both inputs (ONNX Runtime); of pooling, with ONNX Runtime.
 * With `requantize_outputs` (ONNX Runtime) the output of every Conv/Gemm/MatMul/Add/
@@ -118,12 +118,12 @@ def fold_batchnorm(model: fx.GraphModule) -> fx.GraphModule:
     return folded.train(was_training)
 
 
-def is_float_stem(layer: nn.Module, profile: QuantProfile) -> bool:
-    """A regular conv on so few input channels that the profile keeps it float."""
+def is_stem(layer: nn.Module, profile: QuantProfile) -> bool:
+    """A regular conv on so few input channels that the profile lets the export ship it float."""
     return (
         isinstance(layer, nn.modules.conv._ConvNd)
         and layer.groups == 1
-        and layer.in_channels <= profile.float_stem_channels
+        and layer.in_channels <= profile.stem_channels
     )
 
 
@@ -247,7 +247,7 @@ def insert_fake_quant(
     # is computed with by its parent through `.weight`, which would bypass the quantizer — it stays float.
     called = {str(node.target) for node in traced.graph.nodes if node.op == "call_module"}
     for name, module in list(traced.named_modules()):
-        if name in called and isinstance(module, WEIGHTED_LAYERS) and not is_float_stem(module, profile):
+        if name in called and isinstance(module, WEIGHTED_LAYERS):
             traced.set_submodule(name, QuantLayer.from_float(module, learnable=learnable_scales))
 
     def make_quantizer() -> FakeQuantize:
@@ -285,6 +285,38 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor | Mapping[str, to
                 model(**x) if isinstance(x, Mapping) else model(x)
     finally:
         model.train(was_training)
+
+
+def stem_layers(model: nn.Module, profile: QuantProfile) -> list[str]:
+    """Names of the quantized stem convs a float-stem export would ship float."""
+    return [name for name, m in model.named_modules() if isinstance(m, QuantLayer) and is_stem(m.layer, profile)]
+
+
+def float_stem(model: fx.GraphModule, profile: QuantProfile) -> fx.GraphModule:
+    """A copy whose stem convs (`stem_layers`) are float again, together with the quantizers that only
+    fed them (the model input's); everything else stays quantized exactly as trained.
+
+    >>> from edgekd.models import build_model
+    >>> from edgekd.quant.profiles import profiles
+    >>> qnet = insert_fake_quant(build_model("resnet_s(width=4)", in_channels=1, num_classes=10), profiles.get("ort-x86"), batches_per_epoch=1)
+    >>> stem_layers(qnet, profiles.get("ort-x86")), stem_layers(float_stem(qnet, profiles.get("ort-x86")), profiles.get("ort-x86"))
+    (['stem.0'], [])
+    """
+    root = copy.deepcopy(model)
+    stems = set(stem_layers(root, profile))
+    for name in stems:
+        root.set_submodule(name, root.get_submodule(name).to_float())
+    modules = dict(root.named_modules())
+    for node in list(root.graph.nodes):
+        feeds_only_stems = node.users and all(u.op == "call_module" and str(u.target) in stems for u in node.users)
+        if node.op == "call_module" and isinstance(modules.get(str(node.target)), FakeQuantize) and feeds_only_stems:
+            node.replace_all_uses_with(node.args[0])
+            root.graph.erase_node(node)
+            if not any(other.op == "call_module" and other.target == node.target for other in root.graph.nodes):
+                root.delete_submodule(str(node.target))
+    root.graph.lint()
+    root.recompile()
+    return root
 
 
 def to_float(model: fx.GraphModule) -> fx.GraphModule:

@@ -34,8 +34,10 @@ class QuantProfile:
     requantize_outputs: bool
     # Store biases as int32 with scale = input scale × weight scale (what integer kernels consume).
     int32_bias: bool
-    # Regular convs reading at most this many channels (the image stem) stay float; 0 quantizes all.
-    float_stem_channels: int = 0
+    # Regular convs reading at most this many channels are the image stem. QAT trains them in int8 like
+    # every layer; the export may ship them float instead (its `stem` setting: int8, float, or auto =
+    # whichever measures faster in deployment mode). 0: no stem choice, always int8.
+    stem_channels: int = 0
 
 
 profiles: Registry[QuantProfile] = Registry("quantization profile")
@@ -63,9 +65,11 @@ profiles.register(
         fold_batchnorm=True,
         requantize_outputs=True,
         int32_bias=True,
-        # ORT's int8 conv is ~10× slower than its float conv on a 1-channel 3×3 stem (dot products of
-        # length 9 suit no int8 GEMM kernel); measured on resnet_s: 7% faster end to end at batch 64.
-        float_stem_channels=3,
+        # A float stem conv beats ORT's int8 one on 1–3 input channels (dot products of length 9–27 suit
+        # no int8 GEMM kernel), but it adds layout changes around it (NCHWc reorder, Transposes) that
+        # quantize_static's all-int8 graph does not have; which wins depends on model and machine state
+        # (bench/RESULTS.md, issue 13), so the export measures both.
+        stem_channels=3,
     ),
     name="ort-x86",
 )

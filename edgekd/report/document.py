@@ -160,6 +160,11 @@ def _overview(report: Report) -> Text:
     return Text(f"Recipe {report.name} (hash {report.recipe_hash or '–'}), run {report.created or '–'}.{facts}")
 
 
+def _speed_method(latency: Latency) -> str:
+    """Which bench mode the speedups come from, and its findings."""
+    return f"speed measured in {latency.method()}" + "".join(f"; finding: {finding}" for finding in latency.findings)
+
+
 def _headline(report: Report) -> Text:
     teacher, student, deployed = report.teacher, report.final_student(), report.deployed()
     parts = [
@@ -170,6 +175,8 @@ def _headline(report: Report) -> Text:
         f"{_ratio(teacher.size_bytes, deployed.size_bytes)} smaller",
     ]
     parts += [f"{s.ratio:.2f}× faster at batch {batch} (95% CI {s.ci[0]:.2f}–{s.ci[1]:.2f})" for batch, s in report.speedups()]
+    if report.latency is not None and report.speedups():
+        parts.append(_speed_method(report.latency))
     return Text("; ".join(parts) + ".")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from edgekd.bench.inputs import InputPlan, InputSpec
 from edgekd.bench.timing import Target
 from edgekd.errors import InputError
-from edgekd.registry import Registry, unknown_name
+from edgekd.registry import Registry, load_callable, unknown_name
 
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 # on: ORT's default (idle threads busy-wait for the next run); off: threads block when idle;
@@ -130,6 +130,16 @@ class Backend:
 
 
 backends: Registry[type[Backend]] = Registry("bench backend")
+
+
+def backend_class(name: str) -> type[Backend]:
+    """A registered backend by name, or your own Backend subclass as "pkg.module:Class"."""
+    if ":" not in name:
+        return backends.get(name)
+    found = load_callable(name)
+    if not (isinstance(found, type) and issubclass(found, Backend)):
+        raise InputError(f"bench backend {name!r} is not a subclass of edgekd.bench.Backend")
+    return found
 
 
 def _require_choice(what: str, value: str, choices: tuple[str, ...]) -> None:

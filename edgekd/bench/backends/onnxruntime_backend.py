@@ -55,15 +55,33 @@ def provider_names(requested: tuple[str, ...]) -> list[str]:
 
 
 def session_options(options: BackendOptions) -> ort.SessionOptions:
+    """A default `ort.SessionOptions()` with only what `options` asks for changed (execution is
+    sequential and graph optimization `all` by default): what a deployed app runs."""
     settings = ort.SessionOptions()
     settings.intra_op_num_threads = options.threads or 0  # 0: ORT's default, one per physical core
-    settings.inter_op_num_threads = 1
-    settings.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     settings.graph_optimization_level = OPTIMIZATION_LEVELS[options.graph_optimization]
-    settings.add_session_config_entry("session.intra_op.allow_spinning", "0" if options.spinning == "off" else "1")
+    if options.spinning == "off":
+        settings.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if options.spinning == "stop":
         settings.add_session_config_entry("session.force_spinning_stop", "1")
     return settings
+
+
+def session_options_text(options: BackendOptions) -> str:
+    """What differs from a default `ort.SessionOptions()` with the CPU provider — what a deployed app
+    gets unless it sets something."""
+    changed = []
+    if options.threads:
+        changed.append(f"intra_op_num_threads={options.threads}")
+    if options.graph_optimization != "all":
+        changed.append(f"graph_optimization_level={options.graph_optimization}")
+    if options.spinning == "off":
+        changed.append("session.intra_op.allow_spinning=0")
+    if options.spinning == "stop":
+        changed.append("session.force_spinning_stop=1")
+    if not options.cpu_only:
+        changed.append(f"providers={','.join(options.providers)}")
+    return "ONNX Runtime defaults" + (f" except {', '.join(changed)}" if changed else "")
 
 
 def create_session(path: Path, settings: ort.SessionOptions, options: BackendOptions) -> ort.InferenceSession:
@@ -105,6 +123,7 @@ class OnnxRuntimeRunner(Runner):
     def describe(self) -> dict[str, Any]:
         return {
             "runtime": f"onnxruntime {ort.__version__}",
+            "session_options": session_options_text(self.options),
             "providers": self.session.get_providers(),
             "intra_op_threads": self.options.threads or "default (one per physical core)",
             "graph_optimization": self.options.graph_optimization,
