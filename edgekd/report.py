@@ -133,6 +133,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.2%}"
 
 
+def _validation(record: dict[str, Any]) -> str:
+    student, teacher = record.get("val_accuracy"), record.get("teacher_val_accuracy")
+    if student is None or teacher is None:
+        return "–"
+    return f"{_pct(student)} / {_pct(teacher)}" + (" (passes the teacher)" if record.get("passes_teacher") else "")
+
+
 def _count(value: int | None) -> str:
     return "–" if value is None else f"{value:,}"
 
@@ -221,12 +228,13 @@ def _steps_table(report: dict[str, Any]) -> TableBlock:
             f"{record['step']}/{record['steps']}",
             _pct(record.get("accuracy_before_recovery")),
             _pct(record["accuracy"]),
+            _validation(record),
             _count(record["macs"]),
             _count(record["params"]),
             _size(record["size_bytes"]),
             f"{record['seconds']:.1f}" if record.get("seconds") is not None else "–",
         ))
-    headers = ("stage", "step", "accuracy before recovery", "accuracy after", "MACs", "parameters", "size", "seconds")
+    headers = ("stage", "step", "accuracy before recovery", "accuracy after", "validation: student / teacher", "MACs", "parameters", "size", "seconds")
     return TableBlock(headers, tuple(rows))
 
 
