@@ -519,8 +519,8 @@ class Run:
         if trains:
             assert recover is not None
             self.train(self.student, recover, seed=seed, description=label)
-        if self._soft_labels is not None:  # kept with the checkpoint, so a resumed run reports it too
-            self._report_updates["teacher_cache"] = self.report["teacher_cache"] = self._soft_labels.summary()
+        if self._soft_labels is not None and (summary := self._soft_labels.summary())["views"]:
+            self._report_updates["teacher_cache"] = self.report["teacher_cache"] = summary  # kept with the checkpoint
         validation = self.validation_accuracy(self.student)
         teacher_validation = self.report["teacher"].get("val_accuracy")
         return {

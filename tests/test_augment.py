@@ -11,7 +11,7 @@ import yaml
 
 import edgekd
 from edgekd.data import load_data
-from edgekd.data.augment import AugmentStep, TrainBatches, make_augmenter
+from edgekd.data.augment import OPERATIONS, AugmentStep, TrainBatches, make_augmenter
 from edgekd.distill import Batch, DistillConfig, Objective, Phase, fit
 from edgekd.distill.losses import kd_loss, soft_weights
 from edgekd.quant.stage import QATConfig, QATStage
@@ -47,6 +47,26 @@ def test_a_view_depends_on_seed_view_and_sample_only(digits):
     assert not torch.equal(view_of(aug, digits, index, 6)[0], images)  # another view
     assert not torch.equal(view_of(augmenter(EVERYTHING, digits, seed=1), digits, index, 5)[0], images)  # another seed
     assert not torch.equal(images, digits.train.tensors[0][index])
+
+
+@pytest.fixture(scope="module")
+def colour_images():
+    from edgekd.data import make_bundle
+
+    rng = np.random.default_rng(0)
+    return make_bundle("rgb", rng.random((120, 3, 12, 12)), np.arange(120) % 4, None, None, seed=0, val_split=0.1, test_split=0.2)
+
+
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+def test_every_operation_keeps_the_shape_changes_the_images_and_repeats_exactly(name, colour_images):
+    settings = {"random_crop": {"padding": 2}, "horizontal_flip": {"p": 1.0}, "random_erasing": {"p": 1.0}}.get(name, {})
+    aug = augmenter([{name: settings}], colour_images)
+    index = torch.arange(len(colour_images.train))
+    images, targets = view_of(aug, colour_images, index, 0)
+    assert images.shape == colour_images.train.tensors[0].shape and torch.isfinite(images).all()
+    assert not torch.equal(images, colour_images.train.tensors[0])
+    again, again_targets = view_of(augmenter([{name: settings}], colour_images), colour_images, index.flip(0), 0)
+    assert torch.equal(again, images.flip(0)) and torch.equal(again_targets, targets.flip(0))
 
 
 def test_ranks_see_disjoint_deterministic_views(digits):

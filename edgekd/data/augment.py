@@ -353,7 +353,7 @@ class Augmenter:
 
     def _each(self, x: torch.Tensor, rows: np.ndarray, draws: ViewDraws) -> torch.Tensor:
         """The per-sample operations (geometry, colour, erasing) on samples `rows`."""
-        from kornia.geometry.transform import warp_affine
+        from kornia.geometry.transform import warp_affine  # imported on first use: ~1 s that runs without augmentation skip
 
         if draws.affine is not None or draws.colour is not None:
             mean, std = self.mean.to(x.device), self.std.to(x.device)
