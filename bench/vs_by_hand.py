@@ -163,10 +163,11 @@ class Bench:
         parts = []
         for planned in loaded.plan:
             epochs = planned.recover.epochs if planned.recover else 0
+            lr = f" at lr {planned.recover.optimizer.lr:g}" if planned.recover else ""
             if planned.key == "prune":
-                parts.append(f"prune {planned.stage.num_steps()}×{epochs}")
+                parts.append(f"prune {planned.stage.num_steps()}×{epochs}{lr}")
             elif planned.key == "qat":
-                parts.append(f"QAT {epochs}")
+                parts.append(f"QAT {epochs}{lr}")
         settings = loaded.distill
         alpha = f"{settings.alpha:g}" + (f"→{settings.alpha_end:g}" if settings.alpha_end is not None else "")
         augment = "" if variant.get("augment", True) else ", no augmentation"
