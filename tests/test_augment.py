@@ -193,12 +193,18 @@ def test_calibration_and_evaluation_read_the_samples_as_stored(make_recipe):
     run._start_fresh()
     raw = _raw_rows(run.data)
     inputs: list[torch.Tensor] = []
+    depth = [0]  # record what the outermost module of a forward pass reads (inner layers may see it quantized)
 
     def record(module, args):
-        if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4 and args[0].shape[1:] == (1, 8, 8):
+        if depth[0] == 0 and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4 and args[0].shape[1:] == (1, 8, 8):
             inputs.append(args[0].detach().clone())
+        depth[0] += 1
 
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    def leave(module, args, output):
+        depth[0] -= 1
+
+    hooks = torch.nn.modules.module
+    handles = [hooks.register_module_forward_pre_hook(record), hooks.register_module_forward_hook(leave)]
     try:
         QATStage(QATConfig(calibration_batches=2), 0).apply(run, 1)  # calibrates on training batches
         assert inputs, "calibration ran no batch"
@@ -210,7 +216,8 @@ def test_calibration_and_evaluation_read_the_samples_as_stored(make_recipe):
         augmented = sum(row.numpy().tobytes() not in raw for batch in inputs for row in batch)
         assert augmented > len(run.data.train) // 2  # the same check sees training augmentation
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
