@@ -42,9 +42,9 @@ from typing import Any
 import yaml
 
 import edgekd
-from common import machine, ort_quantize_static, replace_section, stamp
+from common import machine, replace_section, stamp
 from edgekd.data import load_data
-from edgekd.export.runtime import onnx_accuracy
+from edgekd.export.runtime import onnx_accuracy, ort_quantize_static
 from edgekd.recipe import load_recipe
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "fashion-mnist.yaml"
