@@ -30,9 +30,8 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import statistics
-import subprocess
-import sys
 import time
 from importlib.metadata import version
 from itertools import islice
@@ -43,6 +42,7 @@ import yaml
 
 import edgekd
 from common import machine, replace_section, stamp
+from edgekd.bench import benchmark
 from edgekd.data import load_data
 from edgekd.export.runtime import onnx_accuracy, ort_quantize_static
 from edgekd.recipe import load_recipe
@@ -205,56 +205,31 @@ def train(bench: Bench) -> None:
 
 
 # ---- deployment-mode latency ----------------------------------------------------------------
-PROBE = r"""
-import json, os, sys, time
-import numpy as np, onnxruntime as ort
-path, batch, warmup, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])  # ONNX Runtime's default options
-model_input = session.get_inputs()[0]
-x = np.random.default_rng(0).standard_normal((batch, *model_input.shape[1:]), dtype=np.float32)
-feed = {model_input.name: x}
-end = time.perf_counter() + warmup
-while time.perf_counter() < end:
-    session.run(None, feed)
-samples, end = [], time.perf_counter() + seconds
-while time.perf_counter() < end or len(samples) < 10:
-    start = time.perf_counter(); session.run(None, feed); samples.append((time.perf_counter() - start) * 1e3)
-print(json.dumps({"pid": os.getpid(), "median_ms": float(np.median(samples)), "runs": len(samples)}))
-"""
-
-
-def deployment_latency(files: dict[str, str], batches: list[int], rounds: int, warmup: float, seconds: float) -> dict:
-    """Each model alone in a fresh Python process with ONNX Runtime's default session options (spinning
-    on, all cores), `warmup` s then `seconds` s timed; rounds rotate the order so drift is shared.
-    Per model and batch: every process's median; the speedup over the first model is the median over
-    rounds of the per-round ratio."""
-    names = list(files)
-    medians: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in names}
-    pids: set[int] = set()
-    for round_index in range(rounds):
-        order = names[round_index % len(names):] + names[: round_index % len(names)]
-        for batch in batches:
-            for name in order:
-                probe = subprocess.run(
-                    [sys.executable, "-c", PROBE, files[name], str(batch), str(warmup), str(seconds)], capture_output=True, text=True,
-                )
-                if probe.returncode != 0:
-                    raise RuntimeError(f"timing {files[name]} at batch {batch} failed:\n{probe.stderr}")
-                result = json.loads(probe.stdout.strip().splitlines()[-1])
-                pids.add(result["pid"])
-                medians[name][batch].append(result["median_ms"])
-        print(f"round {round_index + 1}/{rounds} done", flush=True)
-    reference = names[0]
+def deployment_latency(files: dict[str, str], batches: list[int], rounds: int, seconds: float) -> dict:
+    """edgekd's own deployment mode (`edgekd bench`, the default): every model alone in a fresh process
+    per round with ONNX Runtime's default session options (spinning on), rounds rotating the order.
+    Per model and batch: the median of the per-process medians, and the speedup over the first model
+    (median over rounds of the per-round ratio, with its confidence interval)."""
+    staged = Path(files[next(iter(files))]).parents[1] / "deployed"
+    staged.mkdir(exist_ok=True)
+    named = {}
+    for index, (name, path) in enumerate(files.items()):
+        named[name] = f"m{index}"
+        shutil.copyfile(path, staged / f"m{index}.onnx")
+    measured = benchmark([staged / f"{m}.onnx" for m in named.values()], rounds=rounds, batch_sizes=batches,
+                         min_duration_s=seconds, memory=False, roofline=False)
     table = {}
-    for name in names:
+    for name, model in named.items():
         table[name] = {}
         for batch in batches:
-            ratios = [r / m for r, m in zip(medians[reference][batch], medians[name][batch])]
+            case = measured.case(model, batch)
+            speedup = None if model == "m0" else measured.ratio(model, batch).inverted()
             table[name][str(batch)] = {
-                "median_ms": statistics.median(medians[name][batch]), "process_medians_ms": medians[name][batch],
-                "speedup": statistics.median(ratios), "speedup_range": [min(ratios), max(ratios)],
+                "median_ms": case.median_ms, "finding": case.finding,
+                "speedup": 1.0 if speedup is None else speedup.median_ratio,
+                "speedup_ci": [1.0, 1.0] if speedup is None else [speedup.ci_low, speedup.ci_high],
             }
-    return {"models": table, "processes": len(pids), "rounds": rounds, "warmup_s": warmup, "seconds": seconds}
+    return {"models": table, "rounds": rounds, "seconds": seconds, "bench": measured.to_json()}
 
 
 def timed_files(bench: Bench) -> dict[str, str]:
@@ -269,7 +244,7 @@ def timed_files(bench: Bench) -> dict[str, str]:
 def time_models(bench: Bench) -> None:
     args = bench.args
     started = time.perf_counter()
-    latency = deployment_latency(timed_files(bench), [1, 64], args.rounds, args.warmup, args.seconds)
+    latency = deployment_latency(timed_files(bench), [1, 64], args.rounds, args.seconds)
     latency.update(minutes=round((time.perf_counter() - started) / 60, 1), date=stamp(), load=os.getloadavg())
     bench.results["latency"] = latency
     bench.save()
@@ -327,15 +302,15 @@ def write(bench: Bench) -> None:
     if latency:
         info = results["latency"]
         rows = "\n".join(
-            f"| {name} | " + " | ".join(f"{m[b]['median_ms']:.3f} | {m[b]['speedup']:.2f}× ({m[b]['speedup_range'][0]:.2f}–{m[b]['speedup_range'][1]:.2f})" for b in ("1", "64")) + " |"
+            f"| {name} | " + " | ".join(f"{m[b]['median_ms']:.3f}{' ⚑' if m[b]['finding'] else ''} | {m[b]['speedup']:.2f}× ({m[b]['speedup_ci'][0]:.2f}–{m[b]['speedup_ci'][1]:.2f})" for b in ("1", "64")) + " |"
             for name, m in latency.items()
         )
         timing = f"""
 Latency, deployment mode ({info['date']}, `cpujob timing`, the machine otherwise idle; load average at the end
-{', '.join(f'{v:.2f}' for v in info['load'])}): each model alone in a fresh Python process with ONNX Runtime's default
-session options (spinning on, all {os.cpu_count()} cores), {info['warmup_s']:g} s warm-up then {info['seconds']:g} s timed, {info['rounds']} rounds
-rotating the order ({info['processes']} processes). ms = median of the per-process medians; speedup over the teacher =
-median over rounds of the per-round ratio (range over rounds). Timed with this script's own fresh-process loop.
+{', '.join(f'{v:.2f}' for v in info['load'])}): edgekd's deployment mode — each model alone in a fresh Python process with
+ONNX Runtime's default session options (spinning on, all {os.cpu_count()} cores), ≥ {info['seconds']:g} s timed, {info['rounds']} rounds
+rotating the order. ms = median of the per-process medians (⚑: multi-modal across processes); speedup over the
+teacher = median over rounds of the per-round ratio (confidence interval).
 
 | model (seed 0) | ms b1 | speedup b1 | ms b64 | speedup b64 |
 |---|---|---|---|---|
@@ -385,7 +360,6 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help='more settings to run on seed 0, as JSON: \'{"distill": {"alpha": 0.5}, "stages": [...]}\'')
     parser.add_argument("--only", choices=["teachers", "seed0"], help="train only the teachers, or only seed 0 and the ablations")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
     bench = Bench(args)
