@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import Field, GetCoreSchemaHandler, ValidationError, field_validator, model_validator
@@ -31,6 +31,7 @@ import edgekd.export  # noqa: F401
 import edgekd.prune  # noqa: F401
 import edgekd.quant  # noqa: F401
 from edgekd.config import StrictModel
+from edgekd.data.augment import AugmentStep, check_pipeline
 from edgekd.data.registry import DatasetName
 from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
@@ -50,17 +51,31 @@ class DataConfig(StrictModel):
     limit: int | None = Field(None, ge=10)
     options: dict[str, Any] = Field(default_factory=dict)
     views: dict[str, ViewSpec] = Field(default_factory=dict)
+    # Training batches only (teacher and recovery), never evaluation or calibration; see edgekd.data.augment.
+    augment: list[AugmentStep] = Field(default_factory=list)
+    augment_views: int = Field(8, ge=1, le=100_000)
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_pipeline(cls, steps: list[AugmentStep]) -> list[AugmentStep]:
+        check_pipeline(steps)
+        return steps
 
 
 class RuntimeConfig(StrictModel):
     """How training runs, not what it computes (results stay within noise of the defaults).
 
-    `teacher_cache`: compute the teacher's logits on the training split once per teacher and reuse
-    them in every recovery phase and on resume (the data pipeline has no random augmentation, and
-    views must be deterministic). `precision`: autocast dtype for training. `channels_last`: NHWC
+    `teacher_cache`: compute the teacher's logits on the training split once per teacher and view
+    (the samples as stored, or each augmented view a recovery phase reads) and reuse them in every
+    recovery phase and on resume (`data.views` functions must be deterministic).
+    `teacher_cache_top_k`: store the top k logits plus one for the rest (`auto`: all logits up to
+    100 classes, the top 20 beyond). `teacher_cache_precision`: fp16 halves the cache (fp32 is kept
+    for values beyond fp16's range). `precision`: autocast dtype for training. `channels_last`: NHWC
     memory format for convolutions."""
 
     teacher_cache: bool = True
+    teacher_cache_top_k: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    teacher_cache_precision: Literal["fp16", "fp32"] = "fp16"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
 
@@ -189,6 +204,8 @@ def _allowed_fields(model: type[StrictModel] | None, loc: tuple[Any, ...]) -> li
     """The field names of the (nested) model at `loc`, for 'unknown field' messages."""
     current: Any = model
     for part in loc:
+        if isinstance(part, int):  # an element of a list: the list's item model
+            continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []

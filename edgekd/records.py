@@ -116,9 +116,12 @@ class OnnxFile(Record):
 
 
 class TeacherRecord(ModelMetrics):
-    omit_when_empty = frozenset({"onnx"})
+    """The teacher, with its validation accuracy (None without a validation split)."""
+
+    omit_when_empty = frozenset({"onnx", "val_accuracy"})
 
     model: str
+    val_accuracy: float | None = None
     onnx: OnnxFile | None = None
 
 
@@ -135,9 +138,10 @@ class StepRecord(ModelMetrics):
     """One finished step: the student after recovery, and before it (None without recovery).
     The fields after `recovery_seconds` belong to one stage kind and appear only where it set them."""
 
-    omit_when_empty = frozenset(
-        {"seconds", "recovery_epochs", "recovery_seconds", "target", "target_metric", "prunable_channels", "int8", "quant_profile"}
-    )
+    omit_when_empty = frozenset({
+        "seconds", "recovery_epochs", "recovery_seconds", "val_accuracy", "teacher_val_accuracy", "passes_teacher",
+        "target", "target_metric", "prunable_channels", "int8", "quant_profile",
+    })  # fmt: skip
 
     stage: str
     stage_index: int
@@ -147,11 +151,25 @@ class StepRecord(ModelMetrics):
     seconds: float | None = None
     recovery_epochs: int | None = None
     recovery_seconds: float | None = None
+    val_accuracy: float | None = Field(None, description="the student's accuracy on the validation split (None without one)")
+    teacher_val_accuracy: float | None = None
+    passes_teacher: bool | None = Field(None, description="the student is ahead of the teacher on the validation split")
     target: int | None = Field(None, description="prune: the value this step aimed at, in target_metric")
     target_metric: str | None = Field(None, description="prune: channels, macs or params")
     prunable_channels: int | None = Field(None, description="prune: channels left that pruning may remove")
     int8: bool | None = Field(None, description="qat: the student is quantized from this step on")
     quant_profile: str | None = Field(None, description="qat: the quantization profile")
+
+
+class TeacherCache(Record):
+    """The teacher's soft labels kept in the workdir: one file per view the recovery phases read."""
+
+    folder: str
+    format: str = Field(description="'logits', or 'top-k logits + tail'")
+    precision: list[str]
+    views: int
+    bytes: int
+    build_seconds: float
 
 
 class DatasetSummary(Record):
@@ -320,25 +338,28 @@ class StudentFiles(Record):
 
 
 class Artefacts(Record):
-    """What the artefact stages (export, bench) add to the report. The runner keeps it in every
+    """What the report holds beyond the step records: the files and timings of the artefact stages
+    (export, bench) and the summary of the teacher's soft-label cache. The runner keeps it in every
     checkpoint, so a resumed run reports the files and timings of steps it does not repeat.
     Its JSON is the part of report.json it fills in."""
 
-    omit_when_empty = frozenset({"teacher", "student", "latency", "bench"})
+    omit_when_empty = frozenset({"teacher", "student", "latency", "bench", "teacher_cache"})
 
     teacher: TeacherFiles | None = None
     student: StudentFiles | None = None
     latency: Latency | None = None
     bench: dict[str, dict[str, Any]] = Field(default_factory=dict, description="backend → its edgekd.bench/1 results")
+    teacher_cache: TeacherCache | None = None
 
     def merged(self, later: Artefacts) -> Artefacts:
-        """These artefacts updated by a later stage's: its files join (and replace) these; its timings replace these."""
+        """These artefacts updated by later ones: their files join (and replace) these; their timings and cache summary replace these."""
         student = {**(self.student.onnx if self.student else {}), **(later.student.onnx if later.student else {})}
         return Artefacts(
             teacher=later.teacher or self.teacher,
             student=StudentFiles(onnx=student) if student else None,
             latency=later.latency or self.latency,
             bench={**self.bench, **later.bench},
+            teacher_cache=later.teacher_cache or self.teacher_cache,
         )
 
 
@@ -358,7 +379,7 @@ class Report(Record):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
     omit_when_empty = frozenset(
-        {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "gates_config", "gates", "non_finite"}
+        {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "teacher_cache", "gates_config", "gates", "non_finite"}
     )
 
     schema_: Literal["edgekd.report/1"] = Field(REPORT_SCHEMA, alias="schema")
@@ -376,6 +397,7 @@ class Report(Record):
     student: StudentRecord | None = None
     latency: Latency | None = None
     bench: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    teacher_cache: TeacherCache | None = None
     gates_config: GatesConfig | None = None
     gates: list[GateResult] | None = None
     # Written by edgekd.files.write_json: the path of each number that was NaN or infinite (now null).
@@ -390,6 +412,8 @@ class Report(Record):
         if artefacts.latency is not None:
             self.latency = artefacts.latency
         self.bench = {**self.bench, **artefacts.bench}
+        if artefacts.teacher_cache is not None:
+            self.teacher_cache = artefacts.teacher_cache
 
     def deployed(self) -> Deployed:
         """What ships, and the numbers the gates read for it."""

@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -28,9 +27,11 @@ from edgekd import terminal
 from edgekd.version import __version__
 from edgekd.bench.environment import environment
 from edgekd.data import DataBundle, load_data
+from edgekd.data.augment import FRESH_VIEWS, Augmenter, TrainBatches, make_augmenter, pool_view
 from edgekd.data.views import views_from
 from edgekd.distributed import Distributed
 from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, TrainConfig, fit
+from edgekd.distill.cache import SoftLabelCache, storage_top_k
 from edgekd.distill.train import TrainingDiverged
 from edgekd.errors import InputError, NotFinite
 from edgekd.files import real_folder, serialized, sweep_temporaries, write_atomic, write_json
@@ -39,7 +40,7 @@ from edgekd.metrics import accuracy, measure
 from edgekd.models import build_model, check_runs, load_state_dict_file, load_tensors
 from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.recipe import PlannedStage, Recipe
-from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherRecord
+from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherCache, TeacherRecord
 from edgekd.report import PLOT_DIR, write_reports
 from edgekd.stage import Role, StepResult, View
 from edgekd.workdir import claim_workdir, workdir_lock
@@ -47,6 +48,9 @@ from edgekd.workdir import claim_workdir, workdir_lock
 CHECKPOINT_FORMAT = "edgekd.checkpoint/1"
 CHECKPOINT_NAME = re.compile(r"^stage\d{2}-step\d{3}\.pt$")
 CHECKPOINT_KEYS = {"student", "restores", "records", "report"}
+# Data settings that change no cached teacher or soft label: batch sizes, and the pool size (a view's
+# draws depend on its number alone, and teacher training reads views beyond any pool).
+NOT_IN_CACHE_KEYS = {"batch_size", "eval_batch_size", "augment_views"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,7 +87,8 @@ class Run:
         self.teacher_view: View = views[recipe.teacher.input]
         self._teachers: dict[str, nn.Module] = {}
         self._assistants: dict[str, nn.Module] = {}
-        self._teacher_logits: np.ndarray | None = None
+        self._soft_labels: SoftLabelCache | None = None
+        self.augmenter: Augmenter | None = None
         self.dist = Distributed()
 
     # ---- the StageContext: what stages use ----------------------------------------
@@ -120,6 +125,10 @@ class Run:
         except NotFinite as exc:
             raise NotFinite(f"the {role} on the {split} split: {exc}") from None
 
+    def validation_accuracy(self, model: nn.Module, role: Role = "student") -> float | None:
+        """Accuracy on the validation split (None when the recipe keeps none: val_split 0)."""
+        return self.evaluate(model, "val", role) if len(self.data.val) else None
+
     def measure(self, model: nn.Module, role: Role = "student") -> dict[str, int]:
         return measure(model, self.example_input(role=role))
 
@@ -137,59 +146,62 @@ class Run:
         """Train `model` in place: the configured distillation from the run's teacher for a
         DistillConfig, plain cross-entropy for a TrainConfig (or with teacher=None)."""
         torch.manual_seed(seed)
-        distill = config if isinstance(config, DistillConfig) else DistillConfig(**config.model_dump(), method="ce", alpha=0)
-        mentor = self.teacher if teacher == "default" and isinstance(config, DistillConfig) else teacher
+        recovery = isinstance(config, DistillConfig)
+        distill = config if recovery else DistillConfig(**config.model_dump(), method="ce", alpha=0)
+        mentor = self.teacher if teacher == "default" and recovery else teacher
         runtime = self.recipe.runtime
-        cache = self.teacher_logits if runtime.teacher_cache and mentor is not None and mentor is self.teacher else None
+        cache = self.soft_labels if runtime.teacher_cache and mentor is not None and mentor is self.teacher else None
         phase = Phase(
             distill, model, mentor if isinstance(mentor, nn.Module) else None, self.device, seed,
             student_view=self.student_view if mentor is not None else self.teacher_view,
-            teacher_view=self.teacher_view, source=self, teacher_logits_cache=cache,
+            teacher_view=self.teacher_view, source=self, soft_labels=cache,
         )
-        loader = self.loader("train", shuffle=True, seed=seed, indexed=cache is not None, sharded=True)
-        objective = Objective(phase, next(iter(loader))[0][:8].to(self.device))
+        batches = self.training_batches(seed, recovery=recovery)
+        objective = Objective(phase, next(iter(batches))[0][:8])
         if cache is not None and phase.teacher_taps:
             self.say(f"{description}: the teacher runs live (not from its logit cache): a method reads teacher features")
-        return fit(model, objective, loader, config, device=self.device, description=description,
+        return fit(model, objective, batches, config, device=self.device, description=description,
                    progress=self.progress, after_backward=after_backward, stop_after_epoch=stop_after_epoch,
                    precision=runtime.precision, channels_last=runtime.channels_last, dist=self.dist)
 
-    def teacher_logits(self) -> np.ndarray:
-        """The teacher's logits for every training sample (its view), computed once per teacher and data,
-        kept in the workdir as a memory-mapped float16 file (float32 when values exceed float16's range)."""
-        if self._teacher_logits is None:
+    def training_batches(self, seed: int, *, recovery: bool) -> TrainBatches:
+        """A training phase's batches (this rank's share), augmented when the recipe says so: a
+        recovery phase reads views from the pool of `data.augment_views` (those the teacher cache
+        stores), teacher training a fresh view every epoch."""
+        pool = self.recipe.data.augment_views
+        view_of_epoch = (lambda epoch: pool_view(seed, epoch, pool)) if recovery else (lambda epoch: FRESH_VIEWS + epoch - 1)
+        loader = self.loader("train", shuffle=True, seed=seed, indexed=True, sharded=True)
+        return TrainBatches(loader, self.augmenter, view_of_epoch, self.device)
+
+    def soft_labels(self) -> SoftLabelCache:
+        """The teacher's logits for every training sample in every view a phase reads (its input view),
+        each view computed once per teacher and data and kept in a folder of the workdir."""
+        if self._soft_labels is None:
+            runtime = self.recipe.runtime
+            top_k = storage_top_k(runtime.teacher_cache_top_k, self.data.num_classes)
             digest = hashlib.sha256()
             for tensor in self.teacher.state_dict().values():
                 digest.update(tensor.detach().cpu().numpy().tobytes())
-            digest.update(json.dumps([self.recipe.teacher.input, self.data.digest(), self.recipe.data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"}), self.seed], sort_keys=True).encode())
-            path = self.workdir / f"teacher-logits-{digest.hexdigest()[:12]}.npy"
-            self._teacher_logits = self._cached_logits(path)
-            if self._teacher_logits is None:  # every rank computes the same logits; rank 0 keeps them for later phases and runs
-                self._teacher_logits = self._compute_teacher_logits()
-                self._write(path, lambda handle: np.save(handle, self._teacher_logits))
-        return self._teacher_logits
-
-    def _cached_logits(self, path: Path) -> np.ndarray | None:
-        """The cached logits, or None when there are none or the file is damaged (then they are recomputed)."""
-        if not path.is_file():
-            return None
-        expected = (len(self.data.train), self.data.num_classes)
-        try:
-            logits = np.load(path, mmap_mode="r", allow_pickle=False)
-            problem = None if logits.shape == expected and np.isfinite(logits).all() else f"shape {logits.shape} or values do not fit {expected}"
-        except (OSError, ValueError, EOFError) as exc:
-            problem = str(exc)
-        if problem is None:
-            return logits
-        self.say(f"teacher logit cache {path} is damaged ({problem}); computing it again")
-        return None
+            data = self.recipe.data.model_dump(mode="json", exclude=NOT_IN_CACHE_KEYS)
+            digest.update(json.dumps([self.recipe.teacher.input, self.data.digest(), data, self.seed, top_k, runtime.teacher_cache_precision], sort_keys=True).encode())
+            # Every rank computes the views it reads; rank 0 keeps them for later phases and runs.
+            self._soft_labels = SoftLabelCache(
+                self.workdir / f"soft-labels-{digest.hexdigest()[:12]}", self._teacher_outputs,
+                num_samples=len(self.data.train), num_classes=self.data.num_classes, top_k=top_k,
+                precision=runtime.teacher_cache_precision, write=self._write, say=self.say,
+            )
+        return self._soft_labels
 
     @torch.no_grad()
-    def _compute_teacher_logits(self) -> np.ndarray:
-        chunks = [self.teacher(self.teacher_view(x.to(self.device))).cpu() for x, _ in self.loader("train")]
-        logits = torch.cat(chunks)
-        safe = float(logits.abs().max()) < torch.finfo(torch.float16).max / 2
-        return logits.numpy().astype(np.float16 if safe else np.float32)
+    def _teacher_outputs(self, view: int | None) -> torch.Tensor:
+        """The teacher's logits for the whole training split in `view` (None: the samples as stored)."""
+        chunks = []
+        for x, y, index in self.loader("train", indexed=True):
+            x = x.to(self.device)
+            if view is not None and self.augmenter is not None:
+                x, _ = self.augmenter(x, y, index, view)
+            chunks.append(self.teacher(self.teacher_view(x)).float().cpu())
+        return torch.cat(chunks)
 
     def obtain_teacher(self, config: TeacherConfig) -> nn.Module:
         """A teacher loaded from its checkpoint, or trained once and cached in the workdir by its settings."""
@@ -260,7 +272,7 @@ class Run:
         data = self.recipe.data
         key = json.dumps(
             {"model": settings, "seed": self.seed, "train_batch_size": data.batch_size, "data_digest": self.data.digest(),
-             "data": data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"})},
+             "data": data.model_dump(mode="json", exclude=NOT_IN_CACHE_KEYS)},
             sort_keys=True,
         )
         return hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -329,6 +341,7 @@ class Run:
             data.dataset, seed=self.seed, root=data.root, val_split=data.val_split,
             test_split=data.test_split, limit=data.limit, options=data.options,
         )
+        self.augmenter = make_augmenter(data.augment, self.data, self.seed)  # checks its settings before anything trains
         self.teacher = self.obtain_teacher(self.recipe.teacher)
         self.report = Report(
             name=self.recipe.name,
@@ -338,7 +351,10 @@ class Run:
             workdir=str(self.workdir),
             world_size=self.dist.world_size,
             dataset=DatasetSummary.model_validate(self.data.summary()),
-            teacher=TeacherRecord(model=self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher, "teacher")),
+            teacher=TeacherRecord(
+                model=self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher, "teacher"),
+                val_accuracy=self.validation_accuracy(self.teacher, "teacher"),
+            ),
             environment=environment(),
         )
         self.say(f"teacher {self.recipe.teacher.model}: test accuracy {self.report.teacher.accuracy:.2%}")
@@ -497,6 +513,7 @@ class Run:
                 f"{label}: accuracy {record.accuracy:.2%}"
                 + (f" (before recovery {before:.2%})" if before is not None else "")
                 + f", MACs {record.macs:,}, params {record.params:,}"
+                + _versus_teacher(record)
             )
         self.artefacts = self.artefacts.merged(result.artefacts)
         self.report.apply(result.artefacts)
@@ -512,6 +529,12 @@ class Run:
         if trains:
             assert recover is not None
             self.train(self.student, recover, seed=seed, description=label)
+        if self._soft_labels is not None and (summary := self._soft_labels.summary())["views"]:
+            cache = Artefacts(teacher_cache=TeacherCache.model_validate(summary))  # kept with the checkpoint
+            self.artefacts = self.artefacts.merged(cache)
+            self.report.apply(cache)
+        validation = self.validation_accuracy(self.student)
+        teacher_validation = self.report.teacher.val_accuracy
         return {
             "recovery_epochs": recover.epochs if recover else 0,
             "recovery_seconds": round(time.perf_counter() - started, 3),
@@ -521,6 +544,9 @@ class Run:
             "steps": planned.stage.num_steps(),
             "accuracy_before_recovery": before,
             **self._evaluate_and_measure(self.student),
+            "val_accuracy": validation,
+            "teacher_val_accuracy": teacher_validation,
+            "passes_teacher": None if validation is None or teacher_validation is None else validation > teacher_validation,
         }
 
     def _finish(self) -> None:
@@ -553,6 +579,15 @@ class Run:
         """Atomic writes of what `save(handle)` writes, from rank 0 only: the other ranks hold the same state."""
         if self.dist.is_main:
             write_atomic(path, serialized(save))
+
+
+def _versus_teacher(record: StepRecord) -> str:
+    """The console's word on the student against the teacher on the validation split."""
+    student, teacher = record.val_accuracy, record.teacher_val_accuracy
+    if student is None or teacher is None:
+        return ""
+    verdict = "the student passes the teacher" if student > teacher else "the teacher is still ahead" if teacher > student else "level with the teacher"
+    return f"; validation {student:.2%} vs teacher {teacher:.2%}: {verdict}"
 
 
 def read_progress(workdir: Path) -> dict[str, Any] | None:

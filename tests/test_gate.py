@@ -37,7 +37,8 @@ def sample_report() -> dict[str, Any]:
         for i, (macs, params, before, after) in enumerate(prune)
     ]  # fmt: skip
     steps.append({"stage": "qat", "stage_index": 1, "step": 1, "steps": 1, "accuracy": 0.955, "accuracy_before_recovery": 0.94,
-                  "macs": 400_000, "params": 7_000, "size_bytes": 7_000, "seconds": 5.0, "int8": True})  # fmt: skip
+                  "macs": 400_000, "params": 7_000, "size_bytes": 7_000, "seconds": 5.0, "int8": True,
+                  "val_accuracy": 0.961, "teacher_val_accuracy": 0.958, "passes_teacher": True})  # fmt: skip
     return {
         "schema": "edgekd.report/1",
         "name": "quickstart",

@@ -72,6 +72,14 @@ REFUSED = {
         {"stages": [QAT, {"export": {"stem_timing": {"batch_sizes": [0]}}}]},
         "stages[1].export.stem_timing.batch_sizes[0]: must be ≥ 1 (got 0)",
     ),
+    "an unknown augmentation": (
+        {"data": {"dataset": "digits", "augment": ["horizontal_flip", "horizntal_flip"]}},
+        "data.augment[1]: unknown augmentation 'horizntal_flip'. Did you mean 'horizontal_flip'?",
+    ),
+    "an augmentation listed twice": (
+        {"data": {"dataset": "digits", "augment": ["horizontal_flip", {"horizontal_flip": {"p": 0.2}}]}},
+        "data.augment: horizontal_flip listed more than once",
+    ),
     "an unknown model": ({"student": "resnt_s(width=4)"}, "student.model: unknown model 'resnt_s'. Did you mean 'resnet_s'"),
     "an unknown dataset": ({"data": {"dataset": "digit"}}, "data.dataset: unknown dataset 'digit'. Did you mean 'digits'?"),
 }

@@ -179,18 +179,24 @@ def test_cached_teacher_logits_match_the_live_teacher(make_recipe):
 
     run = Run(load_recipe(make_recipe()), quiet=True)
     run.prepare()
-    logits = run.teacher_logits()
-    assert logits.dtype.name == "float16" and logits.shape == (len(run.data.train), run.data.num_classes)
-    assert len(list(run.workdir.glob("teacher-logits-*.npy"))) == 1
+    cache = run.soft_labels()
+    logits = cache.all_logits(None)
+    assert logits.shape == (len(run.data.train), run.data.num_classes)
+    assert cache.summary()["precision"] == ["float16"] and cache.summary()["views"] == 1
+    assert len(list(run.workdir.glob("soft-labels-*/plain.npy"))) == 1
     x, y = run.data.train.tensors[0][:64], run.data.train.tensors[1][:64]
-    phase = Phase(DistillConfig(), run.teacher, run.teacher, run.device, teacher_logits_cache=run.teacher_logits)
+    phase = Phase(DistillConfig(), run.teacher, run.teacher, run.device, soft_labels=run.soft_labels)
     with Objective(phase, x[:4]) as objective:
         cached = Batch(objective, x, y, torch.arange(64)).teacher_logits
         live = Batch(objective, x, y).teacher_logits
-    assert torch.allclose(cached, live, atol=2e-2)
+    assert torch.equal(cached, live.half().float())
     again = Run(load_recipe(make_recipe()), quiet=True)
     again.prepare()
-    assert np.array_equal(again.teacher_logits(), logits)  # reused from the workdir, not recomputed
+    assert torch.equal(again.soft_labels().all_logits(None), logits)  # reused from the workdir, not recomputed
+    next(again.workdir.glob("soft-labels-*/plain.npy")).write_bytes(b"truncated")
+    rebuilt = Run(load_recipe(make_recipe()), quiet=True)
+    rebuilt.prepare()
+    assert torch.equal(rebuilt.soft_labels().all_logits(None), logits)  # a corrupt file is built again
 
 
 def test_bf16_autocast_and_channels_last_train_a_student(make_recipe):

@@ -86,11 +86,16 @@ class DistillConfig(TrainConfig):
     `method` is a method name (`kd`) or a list of weighted terms, each with its own settings:
     `[{method: kd, weight: 1}, {method: attention, weight: 1000, pairs: [[layers.1, layers.1]]}]`.
     `temperature` and `alpha` are the response-based settings every soft-target term uses:
-    L = (1-α)·CE + α·T²·KL(p_T ‖ p_S)."""
+    L = (1-α)·CE + α·T²·KL(p_T ‖ p_S). With `alpha_end`, α falls (or rises) linearly from `alpha`
+    on the phase's first batch to `alpha_end` on its last. `kd_on` weights the soft term per sample:
+    `all` (1), `teacher_correct` (0 where the teacher's top-1 class is not among the sample's labels,
+    so that sample learns from its label alone) or `confidence` (the teacher's probability of the labels)."""
 
     method: str | list[dict[str, Any]] = "kd"
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1)
+    alpha_end: float | None = Field(None, ge=0, le=1)
+    kd_on: Literal["all", "teacher_correct", "confidence"] = "all"
     epochs: int = Field(2, ge=0)
     optimizer: OptimizerConfig = OptimizerConfig(lr=0.01)
 
@@ -127,3 +132,14 @@ class DistillConfig(TrainConfig):
     @property
     def terms(self) -> tuple[TermConfig, ...]:
         return self._terms
+
+    def alpha_at(self, progress: float) -> float:
+        """α at `progress` ∈ [0, 1] of the phase (0: first batch, 1: last)."""
+        if self.alpha_end is None:
+            return self.alpha
+        return self.alpha + (self.alpha_end - self.alpha) * min(max(progress, 0.0), 1.0)
+
+    @property
+    def uses_soft_targets(self) -> bool:
+        """Whether α is above 0 anywhere in the phase (so the soft-target terms need a teacher)."""
+        return max(self.alpha, self.alpha_end or 0.0) > 0

@@ -149,7 +149,7 @@ class SelfDistillation(Term):
         total = 0.0
         for head, path in zip(self.heads, config.heads):  # type: ignore[attr-defined]
             embedded, logits = head(batch.student_feature(path))
-            total = total + kd_loss(logits, deepest_logits, batch.y, settings.temperature, settings.alpha)
+            total = total + kd_loss(logits, deepest_logits, batch.y, settings.temperature, self.phase.alpha)
             total = total + config.feature_weight * F.mse_loss(embedded, deepest_feature)  # type: ignore[attr-defined]
         return total / len(self.heads)  # type: ignore[return-value]
 
@@ -186,11 +186,9 @@ class TeacherAssistant(ResponseKD):
         self.assistant = phase.require_source(config.method).assistant(config).eval()
         super().__init__(config, phase)
 
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def target_logits(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
-            assistant_logits = self.assistant(batch.teacher_input)
-        settings = self.phase.config
-        return kd_loss(batch.student_logits, assistant_logits, batch.y, settings.temperature, settings.alpha)
+            return self.assistant(batch.teacher_input)
 
 
 class MultiTeacherConfig(TermConfig):
@@ -237,7 +235,7 @@ class MultiTeacher(Term):
             return (weights * probs).sum(0)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        alpha = self.phase.config.alpha
+        alpha = self.phase.alpha
         soft = soft_kl(batch.student_logits, self.target(batch), self.phase.config.temperature)
         return (1 - alpha) * F.cross_entropy(batch.student_logits, batch.y) + alpha * soft
 

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, PercentFormatter
 
 from edgekd.files import real_folder, write_atomic
-from edgekd.records import Latency, ModelMetrics, Report, as_report
+from edgekd.records import Latency, ModelMetrics, Report, StepRecord, as_report
 from edgekd.report.tables import GATE_ALIGN, GATE_HEADERS, gate_rows, markdown_table, markdown_text, verdict_line
 
 PLOT_DIR = "report_plots"
@@ -135,6 +135,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.2%}"
 
 
+def _validation(record: StepRecord) -> str:
+    student, teacher = record.val_accuracy, record.teacher_val_accuracy
+    if student is None or teacher is None:
+        return "–"
+    return f"{_pct(student)} / {_pct(teacher)}" + (" (passes the teacher)" if record.passes_teacher else "")
+
+
 def _count(value: int | None) -> str:
     return "–" if value is None else f"{value:,}"
 
@@ -207,12 +214,13 @@ def _steps_table(report: Report) -> TableBlock:
             f"{record.step}/{record.steps}",
             _pct(record.accuracy_before_recovery),
             _pct(record.accuracy),
+            _validation(record),
             _count(record.macs),
             _count(record.params),
             _size(record.size_bytes),
             f"{record.seconds:.1f}" if record.seconds is not None else "–",
         ))
-    headers = ("stage", "step", "accuracy before recovery", "accuracy after", "MACs", "parameters", "size", "seconds")
+    headers = ("stage", "step", "accuracy before recovery", "accuracy after", "validation: student / teacher", "MACs", "parameters", "size", "seconds")
     return TableBlock(headers, tuple(rows))
 
 
