@@ -8,8 +8,9 @@ Two kinds of threshold:
 * `BaselineLimits` (`edgekd gate --baseline main/report.json …`): how far this run may regress
   from a reference run — accuracy points lost, size growth, speedup lost.
 
-Latency comparisons use ratios measured side by side in one process (`latency.speedup`), never
-milliseconds from two different machines; only `max_latency_ms` reads absolute time.
+Latency comparisons use ratios of teacher and student measured in the same run and on the same
+machine (`latency.speedup`, in the bench stage's mode), never milliseconds from two different
+machines; only `max_latency_ms` reads absolute time.
 
 >>> from edgekd.records import Report
 >>> report = Report.from_json({

@@ -1,11 +1,12 @@
 """Every registered kind is tested the day it is registered, from the data it carries: each stage
 kind runs its `example` in a recipe (after the stages its requirements name), each distillation
 method trains a student with its `example` settings, each bench backend times a model or says
-why it cannot here. (Profiles and models — with their tiny specs — are parametrised over in
-test_export, test_quant, test_prune_io and test_models.)"""
+why it cannot here, and every registry names a typo with the one message. (Profiles and models —
+with their tiny specs — are parametrised over in test_export, test_quant, test_prune_io and test_models.)"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,10 +15,14 @@ import torch
 
 import edgekd
 from edgekd.bench import backends, benchmark
+from edgekd.data import datasets
 from edgekd.distill import methods
 from edgekd.errors import InputError
 from edgekd.export import export_onnx
-from edgekd.models import build_model, tiny_spec
+from edgekd.export.trt_lint import targets
+from edgekd.models import build_model, models, tiny_spec
+from edgekd.prune.importances import importances
+from edgekd.quant import profiles
 from edgekd.records import Report
 from edgekd.stage import stages
 
@@ -105,3 +110,32 @@ def test_every_bench_backend_times_a_model_or_says_why_it_cannot_here(name: str,
         return
     assert {case.batch for case in result.cases} == {1, 4}
     assert all(case.latency.median > 0 for case in result.cases)
+
+
+REGISTRIES = {
+    "stages": stages, "methods": methods, "importances": importances, "profiles": profiles, "backends": backends,
+    "models": models, "datasets": datasets, "targets": targets,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRIES))
+def test_every_registry_names_a_typo_with_the_one_message(kind: str):
+    registry = REGISTRIES[kind]
+    name = registry.names()[0]
+    typo = name[:-1] + ("x" if name[-1] != "x" else "y")
+    expected = f"unknown {registry.kind} '{typo}'. Did you mean '{name}'"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        registry.check(typo)
+    with pytest.raises(InputError, match=re.escape(expected)):
+        registry.get(typo)
+
+
+def test_no_module_keeps_its_own_copy_of_the_unknown_name_check():
+    """Close matches and the list of known names come from edgekd.registry (unknown_name, close_matches) only."""
+    package = Path(edgekd.__file__).parent
+    copies = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path != package / "registry.py" and re.search(r"difflib|Did you mean|is not one of|choose one of", path.read_text())
+    ]
+    assert copies == []

@@ -77,6 +77,16 @@ def test_a_run_without_bench_or_gates_gets_only_the_trajectory(tmp_path: Path):
     assert "Deployed artefact student (PyTorch)" in markdown_path.read_text()
 
 
+def test_the_report_says_how_speed_was_measured_and_names_findings(tmp_path: Path, written: tuple[Path, Path]):
+    paired = written[0].read_text()  # a report without `latency.mode` was timed paired
+    assert "speed measured in paired mode" in paired and "all models measured side by side in one process" in paired
+    report = sample_report()
+    report["latency"].update(mode="deployment", spinning="on", findings=["student.int8 at batch 1, spinning on: bimodal: 4/6 processes at 0.20 ms"])
+    markdown = write_reports(tmp_path, report)[0].read_text()
+    assert "speed measured in deployment mode, spinning on; finding: student.int8 at batch 1, spinning on: bimodal" in markdown
+    assert "deployment mode, spinning on: each model alone in a fresh process per round" in markdown
+
+
 def test_a_fresh_student_distilled_without_before_recovery_points(tmp_path: Path):
     report = sample_report()
     report["steps"] = [{"stage": "distill", "stage_index": 0, "step": 1, "steps": 1, "accuracy": 0.96, "accuracy_before_recovery": None,

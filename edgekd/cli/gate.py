@@ -46,7 +46,7 @@ def gate_command(
     ] = None,
     min_accuracy: Annotated[Optional[float], typer.Option(help="Lowest accuracy of the deployed model, a fraction (0.9 = 90%).")] = None,
     max_size_mb: Annotated[Optional[float], typer.Option(help="Largest deployed file in MB (10^6 bytes).")] = None,
-    min_speedup: Annotated[Optional[float], typer.Option(help="Lowest speedup vs the teacher, measured side by side in the run.")] = None,
+    min_speedup: Annotated[Optional[float], typer.Option(help="Lowest speedup vs the teacher, measured in the run.")] = None,
     speedup_batch: Annotated[Optional[int], typer.Option(help="Batch size the speedup gates read (default: the largest benchmarked).")] = None,
     max_latency_ms: Annotated[
         Optional[float], typer.Option(help="Highest median latency of the deployed model in ms. Absolute time: only meaningful on a pinned device.")

@@ -167,6 +167,14 @@ def _overview(report: Report) -> Text:
     return Text(f"Recipe {report.name} (hash {report.recipe_hash or '–'}), run {report.created or '–'}.{facts}")
 
 
+# How each bench mode timed the models (reports from before deployment mode were paired).
+HOW_MEASURED = {
+    "deployment": "each model alone in a fresh process per round, the order rotating between rounds; a latency is the "
+    "median of the per-process medians, a speedup the median over rounds of each round's ratio",
+    "paired": "all models measured side by side in one process, interleaved, so ratios between them are comparable",
+}
+
+
 def _speed_method(latency: Latency) -> str:
     """Which bench mode the speedups come from, and its findings."""
     return f"speed measured in {latency.method()}" + "".join(f"; finding: {finding}" for finding in latency.findings)
@@ -192,7 +200,7 @@ def _model_row(label: str, entry: ModelMetrics, speedup: str = "") -> tuple[str,
 
 
 def _summary_table(report: Report) -> TableBlock:
-    """Teacher vs final student; the speedup (side by side, per batch) sits on the deployed artefact's row."""
+    """Teacher vs final student; the speedup (measured in the same run, per batch) sits on the deployed artefact's row."""
     teacher, student, deployed = report.teacher, report.final_student(), report.deployed()
     speedup = ", ".join(f"{s.ratio:.2f}× @ batch {batch}" for batch, s in report.speedups())
     reference = "1× (reference)" if speedup else ""
@@ -380,8 +388,8 @@ def build_blocks(report: Report | Mapping[str, Any]) -> list[Block]:
         blocks += [
             Heading("Latency"),
             Text(
-                f"{latency.backend or ''} with {latency.threads or '?'} threads on {latency.device or 'unknown device'}; "
-                "all models measured side by side in one process, interleaved, so ratios between them are comparable."
+                f"{latency.backend or ''} with {latency.threads or '?'} threads on {latency.device or 'unknown device'}, "
+                f"{latency.method()}: {HOW_MEASURED[latency.mode or 'paired']}."
             ),
             _latency_table(latency),
             _pareto_plot(report, latency),
