@@ -44,7 +44,7 @@ def twin_models():
 
 
 def objective_for(term: dict, student, teacher, example, alpha: float = 1.0) -> Objective:
-    config = DistillConfig(method=[term], alpha=alpha)
+    config = DistillConfig(method=[term], alpha=alpha, kd_on="all")  # the soft term on every sample, right or wrong
     return Objective(Phase(config, student, teacher, CPU), example)
 
 

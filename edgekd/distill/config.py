@@ -88,14 +88,16 @@ class DistillConfig(TrainConfig):
     `temperature` and `alpha` are the response-based settings every soft-target term uses:
     L = (1-α)·CE + α·T²·KL(p_T ‖ p_S). With `alpha_end`, α falls (or rises) linearly from `alpha`
     on the phase's first batch to `alpha_end` on its last. `kd_on` weights the soft term per sample:
-    `all` (1), `teacher_correct` (0 where the teacher's top-1 class is not among the sample's labels,
+    `all` (1), `teacher_correct` (the default: 0 where the teacher's top-1 class is not among the sample's labels,
     so that sample learns from its label alone) or `confidence` (the teacher's probability of the labels)."""
 
     method: str | list[dict[str, Any]] = "kd"
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1)
     alpha_end: float | None = Field(None, ge=0, le=1)
-    kd_on: Literal["all", "teacher_correct", "confidence"] = "all"
+    # teacher_correct by default: bench/vs_by_hand.py (issue 14) found it worth +0.6 points against an
+    # under-trained teacher and nothing lost against a well-trained one (RESULTS.md).
+    kd_on: Literal["all", "teacher_correct", "confidence"] = "teacher_correct"
     epochs: int = Field(2, ge=0)
     optimizer: OptimizerConfig = OptimizerConfig(lr=0.01)
 
