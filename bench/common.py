@@ -36,7 +36,7 @@ def over_seeds(label: str, recipes: list[dict], epochs: int) -> tuple[str, dict]
 
     accuracies, epoch_seconds = [], []
     for seed, recipe in enumerate(recipes):
-        report = edgekd.compress(recipe, quiet=True)
+        report = edgekd.compress(recipe, quiet=True).to_json()
         step = report["steps"][-1]
         accuracies.append(step["accuracy"])
         epoch_seconds.append(step["recovery_seconds"] / epochs)

@@ -87,7 +87,7 @@ class Bench:
         if teacher:
             recipe["teacher"] = teacher
         started = time.perf_counter()
-        report = edgekd.compress(recipe, resume=True, quiet=True)
+        report = edgekd.compress(recipe, resume=True, quiet=True).to_json()
         self.timings[name] = time.perf_counter() - started
         print(f"{name}: {report['student']['accuracy']:.2%}, {report['student']['macs']:,} MACs ({self.timings[name] / 60:.1f} min)", flush=True)
         return report

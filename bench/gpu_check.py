@@ -64,7 +64,7 @@ def recipe_for(args: argparse.Namespace, precision: str) -> Run:
 def train(args: argparse.Namespace, precision: str, summary: dict[str, Any]) -> Run:
     run = recipe_for(args, precision)
     started = time.perf_counter()
-    report = run.execute()
+    report = run.execute().to_json()
     summary[f"train {precision}"] = {
         "seconds": time.perf_counter() - started,
         "teacher_accuracy": report["teacher"]["accuracy"],

@@ -65,7 +65,7 @@ def main() -> None:
     base = edgekd.compress(
         {**recipe(args, "teacher", "kd", 0, {"model": TEACHER, "train": train}), "stages": [], "workdir": str(args.workdir / "teacher")},
         quiet=True,
-    )
+    ).to_json()
     checkpoint = next((args.workdir / "teacher").glob("teacher-*.pt"))
     teacher = {"model": TEACHER, "checkpoint": str(checkpoint)}
     rows = []

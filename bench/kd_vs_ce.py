@@ -45,7 +45,7 @@ def main() -> None:
     trained = {"model": TEACHER, "train": {"epochs": args.teacher_epochs, "lr": 0.1}}
     if args.teacher_checkpoint:
         trained = {"model": TEACHER, "checkpoint": str(args.teacher_checkpoint)}
-    teacher_run = edgekd.compress(recipe(args.workdir / "teacher", 0, 0.0, 0, trained, []), quiet=True)
+    teacher_run = edgekd.compress(recipe(args.workdir / "teacher", 0, 0.0, 0, trained, []), quiet=True).to_json()
     checkpoint = args.teacher_checkpoint or next((args.workdir / "teacher").glob("teacher-*.pt"))
     teacher = {"model": TEACHER, "checkpoint": str(checkpoint)}
     rows = []

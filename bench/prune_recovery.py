@@ -85,7 +85,7 @@ def main() -> None:
 
     started = time.perf_counter()
     teacher_train = {"model": TEACHER, "train": {"epochs": args.teacher_epochs, "lr": 0.1}}
-    teacher_run = edgekd.compress(recipe(args.workdir / "teacher", teacher_train, [], args.limit), quiet=True)
+    teacher_run = edgekd.compress(recipe(args.workdir / "teacher", teacher_train, [], args.limit), quiet=True).to_json()
     teacher_seconds = time.perf_counter() - started
     checkpoint = next((args.workdir / "teacher").glob("teacher-*.pt"))
     teacher = {"model": TEACHER, "checkpoint": str(checkpoint)}
@@ -94,7 +94,7 @@ def main() -> None:
     details, accuracy = [], {}
     for index, (key, (label, stages)) in enumerate(ways(args.epochs_per_step, args.steps).items()):
         began = time.perf_counter()
-        report = edgekd.compress(recipe(args.workdir / f"way{index}", teacher, stages, args.limit), quiet=True)
+        report = edgekd.compress(recipe(args.workdir / f"way{index}", teacher, stages, args.limit), quiet=True).to_json()
         minutes = (time.perf_counter() - began) / 60
         s = report["student"]
         accuracy[key] = s["accuracy"]

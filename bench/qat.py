@@ -109,13 +109,13 @@ def main() -> None:
     if args.reuse_fp32 and fp32_report.is_file():
         fp32_run = json.loads(fp32_report.read_text())
     else:
-        fp32_run = edgekd.compress(recipe(args.workdir / "fp32", train, [{"export": {"opset": 17}}]), quiet=True)
+        fp32_run = edgekd.compress(recipe(args.workdir / "fp32", train, [{"export": {"opset": 17}}]), quiet=True).to_json()
     teacher = {"model": MODEL, "checkpoint": str(next((args.workdir / "fp32").glob("teacher-*.pt")))}
     print(f"fp32 trained: {fp32_run['student']['onnx']['fp32']['accuracy']:.4f} ({time.time() - started:.0f} s)", flush=True)
-    ptq_run = edgekd.compress(recipe(args.workdir / "ptq", teacher, qat_stages(0)), quiet=True)
+    ptq_run = edgekd.compress(recipe(args.workdir / "ptq", teacher, qat_stages(0)), quiet=True).to_json()
     print(f"PTQ: {ptq_run['student']['onnx']['int8']['accuracy']:.4f} ({time.time() - started:.0f} s)", flush=True)
     qat_recipe = recipe(args.workdir / "qat", teacher, qat_stages(args.qat_epochs))
-    qat_run = edgekd.compress(qat_recipe, quiet=True)
+    qat_run = edgekd.compress(qat_recipe, quiet=True).to_json()
     print(f"QAT: {qat_run['student']['onnx']['int8']['accuracy']:.4f} ({time.time() - started:.0f} s)", flush=True)
     fp32_path = args.workdir / "fp32" / fp32_run["student"]["onnx"]["fp32"]["path"]
     static_path = args.workdir / "ort_static" / "student.int8.onnx"

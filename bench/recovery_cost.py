@@ -58,7 +58,7 @@ def main() -> None:
 
     rows, reports = [], {}
     for label, alpha, cache in (("CE only (α=0)", 0.0, True), ("distillation, live teacher", 0.9, False), ("distillation, cached teacher logits", 0.9, True)):
-        report = edgekd.compress(recipe(args, label.split(",")[-1].strip().replace(" ", "-"), teacher, alpha, cache), quiet=True)
+        report = edgekd.compress(recipe(args, label.split(",")[-1].strip().replace(" ", "-"), teacher, alpha, cache), quiet=True).to_json()
         reports[label] = report
         step = report["steps"][-1]
         rows.append((label, step["recovery_seconds"] / args.epochs, step["accuracy"], report["student"]["macs"]))

@@ -1,3 +1,4 @@
 from edgekd.cli import main
 
-main()
+if __name__ == "__main__":  # `python -m edgekd`; importing this module (doctest collection) runs nothing
+    main()

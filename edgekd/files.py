@@ -11,8 +11,8 @@ and raises `WriteFailed` naming the file.
 >>> import tempfile, pathlib
 >>> folder = pathlib.Path(tempfile.mkdtemp())
 >>> _ = write_json(folder / "r.json", {"ratio": float("inf"), "ok": 1.5})
->>> print((folder / "r.json").read_text().replace("\\n", " "))
-{   "ratio": null,   "ok": 1.5,   "non_finite": {     "ratio": "inf"   } }
+>>> print(" ".join((folder / "r.json").read_text().split()))
+{ "ratio": null, "ok": 1.5, "non_finite": { "ratio": "inf" } }
 """
 
 from __future__ import annotations

@@ -8,59 +8,44 @@ Two kinds of threshold:
 * `BaselineLimits` (`edgekd gate --baseline main/report.json …`): how far this run may regress
   from a reference run — accuracy points lost, size growth, speedup lost.
 
-Latency comparisons use ratios measured side by side in one process (`latency.speedup`), never
-milliseconds from two different machines; only `max_latency_ms` reads absolute time.
+Latency comparisons use ratios of teacher and student measured in the same run and on the same
+machine (`latency.speedup`, in the bench stage's mode), never milliseconds from two different
+machines; only `max_latency_ms` reads absolute time.
 
->>> report = {"teacher": {"accuracy": 0.97}, "student": {"accuracy": 0.955, "size_bytes": 17480}}
+>>> from edgekd.records import Report
+>>> report = Report.from_json({
+...     "name": "demo", "teacher": {"model": "cnn", "accuracy": 0.97, "macs": 9, "params": 9, "size_bytes": 36},
+...     "student": {"model": "cnn", "accuracy": 0.955, "macs": 5, "params": 5, "size_bytes": 20}})
 >>> [r.passed for r in evaluate_gates(report, GatesConfig(min_accuracy=0.9, max_accuracy_drop=1))]
 [True, False]
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
-import os
-import re
-import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Literal, Optional
+from typing import Any, Callable, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from pydantic import ValidationError
 
 from edgekd.errors import InputError, read_mapping_file
-from edgekd.files import write_atomic
-from edgekd.stage import StrictModel
+from edgekd.records import (
+    REPORT_SCHEMA,
+    Deployed,
+    GateResult,
+    GatesConfig,
+    Report,
+    Speedup,
+    as_report,
+    format_value,
+    is_lower_bound,
+)
 
-REPORT_SCHEMA = "edgekd.report/1"
 BYTES_PER_MB = 1_000_000  # decimal megabytes, as storage and flash sizes are quoted
-
-
-class GatesConfig(StrictModel):
-    """The recipe's `gates:` block. Every gate is optional; an unset gate is not evaluated.
-
-    Accuracy gates read the deployed artefact's ONNX Runtime accuracy (int8 ONNX, else fp32 ONNX,
-    else the PyTorch student); size gates read that artefact's file size."""
-
-    min_accuracy: float | None = Field(None, ge=0, le=1, description="Lowest accepted accuracy, a fraction (0.9 = 90%).")
-    max_accuracy_drop: float | None = Field(
-        None, ge=0, description="Most accuracy the student may lose vs the teacher, in percentage points (0.5 = 0.5%)."
-    )
-    max_size_mb: float | None = Field(None, gt=0, description="Largest accepted deployed file, in MB (10^6 bytes).")
-    min_speedup: float | None = Field(None, gt=0, description="Lowest accepted teacher/student median latency ratio.")
-    speedup_batch: int | None = Field(None, ge=1, description="Batch size the speedup gates read; default: the largest benchmarked.")
-    max_latency_ms: float | None = Field(
-        None, gt=0, description="Highest accepted median latency of the deployed model. Absolute time: meaningful only on a pinned device."
-    )
-    latency_batch: int | None = Field(None, ge=1, description="Batch size for max_latency_ms; default: the smallest benchmarked (per-request latency).")
-
-    def has_thresholds(self) -> bool:
-        return any(getattr(self, name) is not None for name in _CHECKS)
+ReportLike = Report | Mapping[str, Any]  # a Report, or its JSON form
 
 
 @dataclass(frozen=True)
@@ -83,35 +68,6 @@ class BaselineLimits:
         return any(value is not None for value in asdict(self).values())
 
 
-@dataclass(frozen=True)
-class GateResult:
-    """One gate's verdict. `measured` and `threshold` are in `unit`: fraction (0–1), points, MB, x, ms.
-    `measured` is None when the report lacks what the gate reads (then the gate fails)."""
-
-    name: str
-    measured: float | None
-    threshold: float
-    passed: bool
-    reason: str
-    unit: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GateResult:
-        return cls(**data)
-
-    @property
-    def is_lower_bound(self) -> bool:
-        return _is_lower_bound(self.name)
-
-
-def _is_lower_bound(gate_name: str) -> bool:
-    """min_… gates pass at or above the threshold; max_… gates at or below it."""
-    return gate_name.rpartition(".")[2].startswith("min_")
-
-
 def parse_fraction(text: str) -> float:
     """`"5%"` → 0.05; `"0.05"` → 0.05. A bare number above 1 is refused as ambiguous."""
     stripped = text.strip()
@@ -126,117 +82,44 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def format_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "–"
-    formats = {"fraction": f"{value:.2%}", "points": f"{value:.2f} points", "MB": f"{value:.3f} MB", "x": f"{value:.2f}×", "ms": f"{value:.3f} ms"}
-    return formats[unit]
-
-
 # ---------------------------------------------------------------- reading the report
 
 
-Number = Annotated[float, Field(allow_inf_nan=False)]
-BatchKey = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*$")]
-
-
-class _Read(BaseModel):
-    """The part of a report that gates, summaries and reports read: it must be there, with these types.
-    Anything else may be there too."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-
-class _Measured(_Read):
-    model: str
-    accuracy: Number
-    macs: int
-    params: int
-    size_bytes: int
-
-
-class _OnnxFile(_Read):
-    path: str
-    size_bytes: int
-    accuracy: Optional[Number] = None
-
-
-class _Student(_Measured):
-    onnx: dict[str, _OnnxFile] = {}
-
-
-class _Step(_Read):
-    stage: str
-    stage_index: int
-    step: int
-    steps: int
-    accuracy: Number
-    accuracy_before_recovery: Optional[Number] = None
-    macs: int
-    params: int
-    size_bytes: int
-    seconds: Optional[Number] = None
-
-
-class _Timing(_Read):
-    median_ms: Number
-    p90_ms: Number
-    samples_ms: list[Number]
-
-
-class _Speedup(_Read):
-    ratio: Number
-    ci: Annotated[list[Number], Field(min_length=2, max_length=2)]
-
-
-class _Latency(_Read):
-    models: dict[str, dict[BatchKey, _Timing]]
-    speedup: dict[BatchKey, _Speedup] = {}
-
-
-class _Gate(_Read):
-    name: str
-    measured: Optional[Number]
-    threshold: Number
-    passed: bool
-    reason: str
-    unit: Literal["fraction", "points", "MB", "x", "ms"]
-
-
-class _Dataset(_Read):
-    name: str
-
-
-class _Report(_Read):
-    name: str
-    dataset: _Dataset
-    teacher: _Measured
-    student: _Student
-    steps: list[_Step]
-    latency: Optional[_Latency] = None
-    gates: Optional[list[_Gate]] = None
-
-
-def load_report(path: str | Path) -> dict[str, Any]:
+def load_report(path: str | Path) -> Report:
     """Read a report.json; InputError (exit 2) for a missing file, bad JSON, another schema, an unfinished
-    run, or a field the gates and reports read that is missing or of the wrong type (all listed)."""
-    report = read_mapping_file(path, "report file", json.loads, (json.JSONDecodeError,), "JSON")
-    found = report.get("schema")
+    run, or a field that is missing, of the wrong type or not a finite number (all listed)."""
+    raw = read_mapping_file(path, "report file", json.loads, (json.JSONDecodeError,), "JSON")
+    found = raw.get("schema")
     if found != REPORT_SCHEMA:
         raise InputError(f"report file {str(path)!r} has schema {found!r}; expected {REPORT_SCHEMA!r}")
-    if "student" not in report:
+    if "student" not in raw:
         raise InputError(f"report file {str(path)!r} has no student: the run did not finish")
+    problems = [f"{where}: not a finite number" for where in _non_finite(raw)]
     try:
-        _Report.model_validate(report)
+        report = Report.model_validate_json(json.dumps(raw), strict=True)  # strict: "0.9" is not a number here
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg'].lower()}" for e in exc.errors()[:8])
-        more = f" (and {len(exc.errors()) - 8} more)" if len(exc.errors()) > 8 else ""
-        raise InputError(f"report file {str(path)!r} is not a complete edgekd report: {problems}{more}") from None
+        problems += [f"{'.'.join(str(part) for part in e['loc'])}: {e['msg'].lower()}" for e in exc.errors()]
+    if problems:
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise InputError(f"report file {str(path)!r} is not a complete edgekd report: {'; '.join(problems[:8])}{more}")
     return report
 
 
-def stored_gates_config(report: dict[str, Any], source: str = "report") -> GatesConfig | None:
+def _non_finite(value: Any, where: str = "") -> list[str]:
+    """Where a JSON value holds NaN or an infinity (Python's json reads them; no edgekd report has them)."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [where]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _non_finite(item, f"{where}.{key}" if where else str(key))]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in _non_finite(item, f"{where}[{index}]")]
+    return []
+
+
+def stored_gates_config(report: ReportLike, source: str = "report") -> GatesConfig | None:
     """The recipe gates the runner stored in the report (`gates_config`), if any."""
+    if isinstance(report, Report):
+        return report.gates_config
     raw = report.get("gates_config")
     if raw is None:
         return None
@@ -246,41 +129,19 @@ def stored_gates_config(report: dict[str, Any], source: str = "report") -> Gates
         raise InputError(f"{source}: gates_config is not valid: {exc}") from None
 
 
-@dataclass(frozen=True)
-class Deployed:
-    """The artefact that ships: the int8 ONNX file if exported, else the fp32 one, else the PyTorch student."""
-
-    label: str
-    accuracy: float
-    size_bytes: int
-    latency_key: str  # its model key in report["latency"]["models"]
-    onnx_kind: str | None  # "int8", "fp32", or None for the PyTorch student
+def deployed_artefact(report: ReportLike) -> Deployed:
+    return as_report(report).deployed()
 
 
-def deployed_artefact(report: dict[str, Any]) -> Deployed:
-    student = report["student"]
-    onnx = student.get("onnx", {})
-    kind = next((k for k in ("int8", "fp32") if k in onnx), None)
-    if kind is None:
-        return Deployed("student (PyTorch)", student["accuracy"], student["size_bytes"], "student", None)
-    entry = onnx[kind]
-    name = Path(entry["path"]).name
-    measured = entry.get("accuracy")
-    # An export that skipped its ONNX evaluation falls back to the PyTorch number, and says so.
-    label = name if measured is not None else f"{name} (PyTorch accuracy)"
-    accuracy = measured if measured is not None else student["accuracy"]
-    return Deployed(label, accuracy, entry["size_bytes"], name.removesuffix(".onnx"), kind)
-
-
-def _pick_batch(available: Iterable[str], requested: int | None, default: Callable[[list[int]], int]) -> str | None:
-    batches = sorted(int(b) for b in available)
+def _pick_batch(available: Iterable[int], requested: int | None, default: Callable[[list[int]], int]) -> int | None:
+    batches = sorted(available)
     if requested is not None:
-        return str(requested) if requested in batches else None
-    return str(default(batches)) if batches else None
+        return requested if requested in batches else None
+    return default(batches) if batches else None
 
 
-def _batches_text(available: Iterable[str]) -> str:
-    return ", ".join(sorted(available, key=int)) or "none"
+def _batches_text(available: Iterable[int]) -> str:
+    return ", ".join(str(b) for b in sorted(available)) or "none"
 
 
 # ---------------------------------------------------------------- the gates
@@ -292,87 +153,80 @@ def _passes(measured: float, threshold: float, lower_bound: bool) -> bool:
 
 
 def _verdict(name: str, measured: float, threshold: float, unit: str, what: str) -> GateResult:
-    lower_bound = _is_lower_bound(name)
+    lower_bound = is_lower_bound(name)
     passed = _passes(measured, threshold, lower_bound)
     shown, limit = format_value(measured, unit), format_value(threshold, unit)
     if passed:
         reason = f"{what}: {shown} {'≥' if lower_bound else '≤'} {limit}"
     else:
         reason = f"{what}: {shown}, {'below the minimum' if lower_bound else 'above the maximum'} {limit}"
-    return GateResult(name, measured, threshold, passed, reason, unit)
+    return GateResult(name=name, measured=measured, threshold=threshold, passed=passed, reason=reason, unit=unit)
 
 
 def _unmeasurable(name: str, threshold: float, unit: str, reason: str) -> GateResult:
-    return GateResult(name, None, threshold, False, reason, unit)
+    return GateResult(name=name, measured=None, threshold=threshold, passed=False, reason=reason, unit=unit)
 
 
-def _min_accuracy(report: dict[str, Any], config: GatesConfig) -> GateResult:
-    deployed = deployed_artefact(report)
-    return _verdict("min_accuracy", deployed.accuracy, config.min_accuracy, "fraction", f"{deployed.label} accuracy")
+def _min_accuracy(report: Report, threshold: float, config: GatesConfig) -> GateResult:
+    deployed = report.deployed()
+    return _verdict("min_accuracy", deployed.accuracy, threshold, "fraction", f"{deployed.label} accuracy")
 
 
-def _max_accuracy_drop(report: dict[str, Any], config: GatesConfig) -> GateResult:
-    deployed = deployed_artefact(report)
-    teacher = report["teacher"]["accuracy"]
+def _max_accuracy_drop(report: Report, threshold: float, config: GatesConfig) -> GateResult:
+    deployed = report.deployed()
+    teacher = report.teacher.accuracy
     drop = (teacher - deployed.accuracy) * 100
     what = f"{deployed.label} {deployed.accuracy:.2%} vs teacher {teacher:.2%}, drop"
-    return _verdict("max_accuracy_drop", drop, config.max_accuracy_drop, "points", what)
+    return _verdict("max_accuracy_drop", drop, threshold, "points", what)
 
 
-def _max_size_mb(report: dict[str, Any], config: GatesConfig) -> GateResult:
-    deployed = deployed_artefact(report)
-    return _verdict("max_size_mb", deployed.size_bytes / BYTES_PER_MB, config.max_size_mb, "MB", f"{deployed.label} size")
+def _max_size_mb(report: Report, threshold: float, config: GatesConfig) -> GateResult:
+    deployed = report.deployed()
+    return _verdict("max_size_mb", deployed.size_bytes / BYTES_PER_MB, threshold, "MB", f"{deployed.label} size")
 
 
-def _speedup(report: dict[str, Any], batch: str) -> dict[str, Any] | None:
-    return report.get("latency", {}).get("speedup", {}).get(batch)
+def _speedups(report: Report) -> dict[int, Speedup]:
+    return report.latency.speedup if report.latency else {}
 
 
-def _speedup_batch(report: dict[str, Any], config: GatesConfig) -> str | None:
-    return _pick_batch(report.get("latency", {}).get("speedup", {}), config.speedup_batch, max)
+def _speedup_batch(report: Report, config: GatesConfig) -> int | None:
+    return _pick_batch(_speedups(report), config.speedup_batch, max)
 
 
-def _no_speedup(report: dict[str, Any], config: GatesConfig) -> str:
-    speedups = report.get("latency", {}).get("speedup", {})
+def _no_speedup(report: Report, config: GatesConfig) -> str:
+    speedups = _speedups(report)
     if not speedups:
         return "the report has no latency.speedup (no bench stage ran)"
     return f"no speedup measured at batch {config.speedup_batch} (measured batches: {_batches_text(speedups)})"
 
 
-def _min_speedup(report: dict[str, Any], config: GatesConfig) -> GateResult:
-    batch = _speedup_batch(report, config)
-    if batch is None:
-        return _unmeasurable("min_speedup", config.min_speedup, "x", _no_speedup(report, config))
-    speedup = _speedup(report, batch)
-    low, high = speedup["ci"]
-    what = f"speedup vs teacher at batch {batch} ({_latency_mode(report)}, 95% CI {low:.2f}–{high:.2f})"
-    return _verdict("min_speedup", speedup["ratio"], config.min_speedup, "x", what)
+def _min_speedup(report: Report, threshold: float, config: GatesConfig) -> GateResult:
+    latency, batch = report.latency, _speedup_batch(report, config)
+    if latency is None or batch is None:
+        return _unmeasurable("min_speedup", threshold, "x", _no_speedup(report, config))
+    speedup = latency.speedup[batch]
+    low, high = speedup.ci
+    what = f"speedup vs teacher at batch {batch} ({latency.method()}, 95% CI {low:.2f}–{high:.2f})"
+    return _verdict("min_speedup", speedup.ratio, threshold, "x", what)
 
 
-def _latency_mode(report: dict[str, Any]) -> str:
-    """How the speedup was measured; reports from before deployment mode were paired."""
-    latency = report.get("latency", {})
-    mode = latency.get("mode", "paired")
-    return f"{mode} mode, spinning {latency['spinning']}" if "spinning" in latency else f"{mode} mode"
-
-
-def _max_latency_ms(report: dict[str, Any], config: GatesConfig) -> GateResult:
-    name, threshold = "max_latency_ms", config.max_latency_ms
-    latency = report.get("latency")
-    if not latency:
+def _max_latency_ms(report: Report, threshold: float, config: GatesConfig) -> GateResult:
+    name, latency = "max_latency_ms", report.latency
+    if latency is None:
         return _unmeasurable(name, threshold, "ms", "the report has no latency (no bench stage ran)")
-    deployed = deployed_artefact(report)
-    per_batch = latency["models"].get(deployed.latency_key)
+    deployed = report.deployed()
+    per_batch = latency.models.get(deployed.latency_key)
     if per_batch is None:
-        return _unmeasurable(name, threshold, "ms", f"{deployed.latency_key} was not benchmarked (models: {', '.join(latency['models'])})")
+        return _unmeasurable(name, threshold, "ms", f"{deployed.latency_key} was not benchmarked (models: {', '.join(latency.models)})")
     batch = _pick_batch(per_batch, config.latency_batch, min)
     if batch is None:
         return _unmeasurable(name, threshold, "ms", f"{deployed.latency_key} has no batch {config.latency_batch} (measured: {_batches_text(per_batch)})")
-    what = f"absolute latency, pinned device only ({latency.get('device', 'unknown device')}): {deployed.latency_key} median at batch {batch}"
-    return _verdict(name, per_batch[batch]["median_ms"], threshold, "ms", what)
+    what = f"absolute latency, pinned device only ({latency.device or 'unknown device'}): {deployed.latency_key} median at batch {batch}"
+    return _verdict(name, per_batch[batch].median_ms, threshold, "ms", what)
 
 
-_CHECKS: dict[str, Callable[[dict[str, Any], GatesConfig], GateResult]] = {
+# One check per gate of GatesConfig (a test holds the two together).
+CHECKS: dict[str, Callable[[Report, float, GatesConfig], GateResult]] = {
     "min_accuracy": _min_accuracy,
     "max_accuracy_drop": _max_accuracy_drop,
     "max_size_mb": _max_size_mb,
@@ -381,33 +235,33 @@ _CHECKS: dict[str, Callable[[dict[str, Any], GatesConfig], GateResult]] = {
 }
 
 
-def _baseline_accuracy(report: dict[str, Any], baseline: dict[str, Any], limit: float, config: GatesConfig) -> GateResult:
-    now, before = deployed_artefact(report), deployed_artefact(baseline)
+def _baseline_accuracy(report: Report, baseline: Report, limit: float, config: GatesConfig) -> GateResult:
+    now, before = report.deployed(), baseline.deployed()
     what = f"{now.label} {now.accuracy:.2%} vs baseline {before.label} {before.accuracy:.2%}, drop"
     return _verdict("baseline.max_accuracy_drop", (before.accuracy - now.accuracy) * 100, limit, "points", what)
 
 
-def _baseline_size(report: dict[str, Any], baseline: dict[str, Any], limit: float, config: GatesConfig) -> GateResult:
-    now, before = deployed_artefact(report), deployed_artefact(baseline)
+def _baseline_size(report: Report, baseline: Report, limit: float, config: GatesConfig) -> GateResult:
+    now, before = report.deployed(), baseline.deployed()
     growth = (now.size_bytes - before.size_bytes) / before.size_bytes
     what = f"{now.label} {now.size_bytes:,} B vs baseline {before.label} {before.size_bytes:,} B, growth"
     return _verdict("baseline.max_size_growth", growth, limit, "fraction", what)
 
 
-def _baseline_speedup(report: dict[str, Any], baseline: dict[str, Any], limit: float, config: GatesConfig) -> GateResult:
+def _baseline_speedup(report: Report, baseline: Report, limit: float, config: GatesConfig) -> GateResult:
     name = "baseline.max_speedup_drop"
     batch = _speedup_batch(report, config)
     if batch is None:
         return _unmeasurable(name, limit, "fraction", _no_speedup(report, config))
-    before = _speedup(baseline, batch)
+    before = _speedups(baseline).get(batch)
     if before is None:
         return _unmeasurable(name, limit, "fraction", f"the baseline has no speedup at batch {batch}")
-    now = _speedup(report, batch)["ratio"]
-    what = f"speedup {now:.2f}× at batch {batch} vs baseline {before['ratio']:.2f}×, drop"
-    return _verdict(name, (before["ratio"] - now) / before["ratio"], limit, "fraction", what)
+    now = _speedups(report)[batch].ratio
+    what = f"speedup {now:.2f}× at batch {batch} vs baseline {before.ratio:.2f}×, drop"
+    return _verdict(name, (before.ratio - now) / before.ratio, limit, "fraction", what)
 
 
-_BASELINE_CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], float, GatesConfig], GateResult]] = {
+_BASELINE_CHECKS: dict[str, Callable[[Report, Report, float, GatesConfig], GateResult]] = {
     "max_accuracy_drop": _baseline_accuracy,
     "max_size_growth": _baseline_size,
     "max_speedup_drop": _baseline_speedup,
@@ -415,135 +269,27 @@ _BASELINE_CHECKS: dict[str, Callable[[dict[str, Any], dict[str, Any], float, Gat
 
 
 def evaluate_gates(
-    report: dict[str, Any],
+    report: ReportLike,
     config: GatesConfig,
-    baseline: dict[str, Any] | None = None,
+    baseline: ReportLike | None = None,
     baseline_limits: BaselineLimits | None = None,
 ) -> list[GateResult]:
-    """One GateResult per set threshold: the config's gates, then the baseline comparisons."""
+    """One GateResult per set threshold: the config's gates, then the baseline comparisons.
+    Reports may be Reports or their JSON form."""
     if baseline_limits is not None and baseline_limits.has_thresholds() and baseline is None:
         raise InputError("baseline limits need a baseline report to compare against")
-    results = [check(report, config) for name, check in _CHECKS.items() if getattr(config, name) is not None]
+    report = as_report(report)
+    results = [CHECKS[name](report, threshold, config) for name, threshold in config.thresholds().items()]
     if baseline is not None and baseline_limits is not None:
+        reference = as_report(baseline)
         for name, compare in _BASELINE_CHECKS.items():
             limit = getattr(baseline_limits, name)
             if limit is not None:
-                results.append(compare(report, baseline, limit, config))
+                results.append(compare(report, reference, limit, config))
     return results
 
 
-# ---------------------------------------------------------------- showing the verdicts
-
-GATE_HEADERS = ("gate", "measured", "threshold", "result", "reason")
-GATE_ALIGN = "lrrll"
-
-
-def gate_rows(results: list[GateResult]) -> list[tuple[str, str, str, str, str]]:
-    """The table every output shows (terminal, JUnit-adjacent summaries, report.md/html)."""
-    return [
-        (
-            r.name,
-            format_value(r.measured, r.unit),
-            f"{'≥' if r.is_lower_bound else '≤'} {format_value(r.threshold, r.unit)}",
-            "pass" if r.passed else "FAIL",
-            r.reason,
-        )
-        for r in results
-    ]
-
-
-def verdict_line(results: list[GateResult]) -> str:
-    failed = [r.name for r in results if not r.passed]
-    if failed:
-        return f"{len(failed)} of {len(results)} gates failed: {', '.join(failed)}"
-    return f"all {len(results)} gates passed"
-
-
-def render_gates(results: list[GateResult], console: Console, title: str = "edgekd gates") -> None:
-    """The verdict table, then each gate's reason on its own line (terminals in CI are often 80 columns)."""
-    table = Table(title=Text(title), title_justify="left")
-    for header, align in zip(GATE_HEADERS[:4], GATE_ALIGN):
-        table.add_column(header, justify="right" if align == "r" else "left", no_wrap=True)
-    for row, result in zip(gate_rows(results), results):
-        verdict = Text("pass", style="green") if result.passed else Text("FAIL", style="bold red")
-        table.add_row(*map(Text, row[:3]), verdict)
-    console.print(table)
-    for result in results:
-        mark = Text("✓", style="green") if result.passed else Text("✗", style="bold red")
-        console.print(Text.assemble(mark, f" {result.name}: {result.reason}"), highlight=False)
-    console.print(Text(verdict_line(results)), style="green" if all(r.passed for r in results) else "bold red")
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*|])")
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def markdown_text(value: Any) -> str:
-    """A value as inline Markdown text, whatever it holds: control characters (a newline starts a
-    heading or a block) become spaces, HTML is escaped, and table pipes, emphasis, code spans and
-    links lose their meaning."""
-    text = html.escape(_CONTROL.sub(" ", str(value)), quote=False)
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("](", "]\\(")
-
-
-def xml_text(value: Any) -> str:
-    """A value without the characters XML 1.0 cannot hold (ElementTree would write them raw)."""
-    return _XML_INVALID.sub("", str(value))
-
-
-def markdown_table(headers: Iterable[str], rows: Iterable[Iterable[Any]], align: str = "") -> str:
-    """A GitHub-flavoured table; `align` holds one l/r per column (default: all left)."""
-
-    def cells(values: Iterable[Any]) -> str:
-        return "| " + " | ".join(markdown_text(v) for v in values) + " |"
-
-    headers = list(headers)
-    rules = ["---:" if a == "r" else "---" for a in align.ljust(len(headers), "l")]
-    lines = [cells(headers), cells(rules), *(cells(row) for row in rows)]
-    return "\n".join(lines) + "\n"
-
-
-def github_summary_path() -> Path | None:
-    """`$GITHUB_STEP_SUMMARY` (set by GitHub Actions), checked before any work; None when unset."""
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not target:
-        return None
-    path = Path(target)
-    if path.is_dir() or not path.parent.is_dir():
-        problem = "is a folder" if path.is_dir() else "is in a folder that does not exist"
-        raise InputError(f"GITHUB_STEP_SUMMARY={target!r} {problem}; point it at a file (GitHub Actions sets it) or unset it")
-    return path
-
-
-def append_github_summary(results: list[GateResult], title: str) -> Path | None:
-    """Append a Markdown table to `$GITHUB_STEP_SUMMARY`; None when unset. GitHub's protocol is an
-    appended file, so this is one append of the whole text, not a replacement."""
-    path = github_summary_path()
-    if path is None:
-        return None
-    mark = "✅" if all(r.passed for r in results) else "❌"
-    table = markdown_table(GATE_HEADERS, gate_rows(results), GATE_ALIGN)
-    text = f"### {mark} {markdown_text(title)}: {verdict_line(results)}\n\n{table}\n"
-    with open(path, "a", encoding="utf-8") as summary:
-        summary.write(text)
-    return path
-
-
-def write_junit(results: list[GateResult], path: str | Path, classname: str = "edgekd.gates") -> Path:
-    """One <testcase> per gate in one <testsuite name="edgekd gates">; failures carry the reason."""
-    failures = str(sum(not r.passed for r in results))
-    counts = {"tests": str(len(results)), "failures": failures, "errors": "0", "skipped": "0", "time": "0"}
-    suites = ET.Element("testsuites", counts)
-    suite = ET.SubElement(suites, "testsuite", {"name": "edgekd gates", **counts})
-    for result, row in zip(results, gate_rows(results)):
-        case = ET.SubElement(suite, "testcase", {"name": xml_text(result.name), "classname": xml_text(classname), "time": "0"})
-        if result.passed:
-            ET.SubElement(case, "system-out").text = xml_text(result.reason)
-        else:
-            failure = ET.SubElement(case, "failure", {"message": xml_text(result.reason), "type": "GateFailed"})
-            failure.text = xml_text(f"measured {row[1]}, threshold {row[2]}")
-    ET.indent(suites)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, ET.tostring(suites, encoding="utf-8", xml_declaration=True))
+__all__ = [
+    "BaselineLimits", "CHECKS", "GateResult", "GatesConfig", "REPORT_SCHEMA", "deployed_artefact", "evaluate_gates",
+    "load_report", "parse_fraction", "stored_gates_config",
+]

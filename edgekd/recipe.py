@@ -18,21 +18,31 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, GetCoreSchemaHandler, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError, core_schema
 
+# Importing the stage packages registers their stage kinds, so a recipe can name them.
+import edgekd.bench.stage  # noqa: F401
+import edgekd.distill  # noqa: F401
+import edgekd.export  # noqa: F401
+import edgekd.prune  # noqa: F401
+import edgekd.quant  # noqa: F401
+from edgekd.config import StrictModel
+from edgekd.data.augment import AugmentStep, check_pipeline
+from edgekd.data.registry import DatasetName
 from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
 from edgekd.errors import InputError, RecipeError, read_mapping_file
-from edgekd.gate import GatesConfig
-from edgekd.registry import close_matches, names_user_code, refused_user_code, user_code_allowed
-from edgekd.stage import Stage, StrictModel, stages
+from edgekd.records import GatesConfig
+from edgekd.registry import close_matches, names_user_code, refused_user_code, unknown_name, user_code_allowed
+from edgekd.stage import Stage, stages
 
 
 class DataConfig(StrictModel):
-    dataset: str = "digits"
+    dataset: DatasetName = "digits"
     root: str | None = None
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
@@ -41,22 +51,79 @@ class DataConfig(StrictModel):
     limit: int | None = Field(None, ge=10)
     options: dict[str, Any] = Field(default_factory=dict)
     views: dict[str, ViewSpec] = Field(default_factory=dict)
+    # Training batches only (teacher and recovery), never evaluation or calibration; see edgekd.data.augment.
+    augment: list[AugmentStep] = Field(default_factory=list)
+    augment_views: int = Field(8, ge=1, le=100_000)
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_pipeline(cls, steps: list[AugmentStep]) -> list[AugmentStep]:
+        check_pipeline(steps)
+        return steps
 
 
 class RuntimeConfig(StrictModel):
     """How training runs, not what it computes (results stay within noise of the defaults).
 
-    `teacher_cache`: compute the teacher's logits on the training split once per teacher and reuse
-    them in every recovery phase and on resume (the data pipeline has no random augmentation, and
-    views must be deterministic). `precision`: autocast dtype for training. `channels_last`: NHWC
+    `teacher_cache`: compute the teacher's logits on the training split once per teacher and view
+    (the samples as stored, or each augmented view a recovery phase reads) and reuse them in every
+    recovery phase and on resume (`data.views` functions must be deterministic).
+    `teacher_cache_top_k`: store the top k logits plus one for the rest (`auto`: all logits up to
+    100 classes, the top 20 beyond). `teacher_cache_precision`: fp16 halves the cache (fp32 is kept
+    for values beyond fp16's range). `precision`: autocast dtype for training. `channels_last`: NHWC
     memory format for convolutions."""
 
     teacher_cache: bool = True
+    teacher_cache_top_k: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    teacher_cache_precision: Literal["fp16", "fp32"] = "fp16"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+PLAN_ERROR = "edgekd_plan"  # a pydantic error type whose context carries finished problem lines
+
+
+@dataclass
+class PlannedStage:
+    """One validated entry of `stages:`: the stage object and the distillation that recovers after each step."""
+
+    index: int
+    key: str
+    stage: Stage
+    recover: DistillConfig | None
+    recover_path: str = "distill"  # where the recipe sets this stage's recovery: stages[i].recover or stages[i].distill
+    lr_setting: str = "distill.lr"  # the field its learning rate came from (its own block, or inherited)
+
+    @property
+    def label(self) -> str:
+        return label(self.index, self.key)
+
+
+def label(index: int, key: str) -> str:
+    """How messages name a stage: `stages[2] qat`."""
+    return f"stages[{index}] {key}"
+
+
+class PlanProblems(list):
+    """Why `stages:` (with the gates) does not make a plan: problem lines with their field paths."""
+
+
+class Plan(tuple):
+    """The validated stages of a recipe, in order: a tuple of PlannedStage. The recipe builds it
+    from `stages:` while it validates, so a Recipe never exists without a plan that passed every rule."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(_accept_plan)
+
+
+def _accept_plan(value: Any) -> Plan:
+    if isinstance(value, PlanProblems):
+        raise PydanticCustomError(PLAN_ERROR, "{count} problem(s) in stages", {"count": len(value), "problems": list(value)})
+    if not isinstance(value, Plan):
+        raise PydanticCustomError(PLAN_ERROR, "plan is built from stages", {"count": 1, "problems": ["plan: unknown field; the plan is built from stages:"]})
+    return value
 
 
 class Recipe(StrictModel):
@@ -71,8 +138,12 @@ class Recipe(StrictModel):
     stages: list[dict[str, Any]] = Field(default_factory=list)
     gates: GatesConfig | None = None
     runtime: RuntimeConfig = RuntimeConfig()
+    plan: Plan = Field(default_factory=Plan, exclude=True, repr=False, description="The validated stages, built from `stages`.")
 
-    _plan: list[PlannedStage] = PrivateAttr(default_factory=list)
+    @model_validator(mode="before")
+    @classmethod
+    def _build_plan(cls, data: Any) -> Any:
+        return {**data, "plan": build_plan(data)} if isinstance(data, dict) else data
 
     @field_validator("student", mode="before")
     @classmethod
@@ -91,13 +162,8 @@ class Recipe(StrictModel):
         known = ["input", *self.data.views]
         for role, view in (("teacher", self.teacher.input), ("student", self.student.input)):
             if view not in known:
-                raise ValueError(f"{role}.input: unknown view {view!r}.{close_matches(view, known)} Views: {', '.join(known)} (define more in data.views)")
+                raise ValueError(f"{role}.input: {unknown_name('view', view, known)} (Define more in data.views.)")
         return self
-
-    @property
-    def plan(self) -> list[PlannedStage]:
-        """The validated stages, in order."""
-        return self._plan
 
     @property
     def workdir_path(self) -> Path:
@@ -110,22 +176,6 @@ class Recipe(StrictModel):
         settings["stages"] = settings["stages"][:stages]
         canonical = json.dumps(settings, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-@dataclass
-class PlannedStage:
-    """One validated entry of `stages:`: the stage object and the distillation that recovers after each step."""
-
-    index: int
-    key: str
-    stage: Stage
-    recover: DistillConfig | None
-    recover_path: str = "distill"  # where the recipe sets this stage's recovery: stages[i].recover or stages[i].distill
-    lr_setting: str = "distill.lr"  # the field its learning rate came from (its own block, or inherited)
-
-    @property
-    def label(self) -> str:
-        return f"stages[{self.index}] {self.key}"
 
 
 def _path_text(loc: tuple[Any, ...]) -> str:
@@ -154,18 +204,23 @@ def _allowed_fields(model: type[StrictModel] | None, loc: tuple[Any, ...]) -> li
     """The field names of the (nested) model at `loc`, for 'unknown field' messages."""
     current: Any = model
     for part in loc:
+        if isinstance(part, int):  # an element of a list: the list's item model
+            continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []
         annotation = field.annotation
         candidates = [annotation, *getattr(annotation, "__args__", ())]
         current = next((c for c in candidates if isinstance(c, type) and issubclass(c, StrictModel)), None)
-    return sorted(getattr(current, "model_fields", {}))
+    return sorted(name for name, field in getattr(current, "model_fields", {}).items() if not field.exclude)
 
 
 def _problems(exc: ValidationError, model: type[StrictModel], prefix: str = "", remap: Any = None) -> list[str]:
     problems = []
     for error in exc.errors():
+        if error["type"] == PLAN_ERROR:  # already finished lines with their field paths
+            problems += error["ctx"]["problems"]
+            continue
         loc = tuple(error["loc"])
         where = remap(loc) if remap else prefix
         path = _path_text(loc)
@@ -184,28 +239,32 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _plan_stage(index: int, raw: Any, distill_raw: dict[str, Any]) -> tuple[PlannedStage | None, list[str]]:
+def _plan_stage(index: int, raw: Any, distill_raw: dict[str, Any]) -> tuple[PlannedStage | None, type[Stage] | None, list[str]]:
+    """One entry of `stages:`: its PlannedStage (None when invalid), its kind's class (None when
+    the kind is unknown), and its problems."""
     where = f"stages[{index}]"
     if not isinstance(raw, dict):
-        return None, [f"{where}: must be a mapping like {{prune: {{...}}, recover: {{...}}}} (got {raw!r})"]
+        return None, None, [f"{where}: must be a mapping like {{prune: {{...}}, recover: {{...}}}} (got {raw!r})"]
     keys = [k for k in raw if k != "recover"]
     if len(keys) != 1:
         known = ", ".join(stages.names())
-        return None, [f"{where}: needs exactly one stage kind ({known}) besides 'recover', found {keys or 'none'}"]
+        return None, None, [f"{where}: needs exactly one stage kind ({known}) besides 'recover', found {keys or 'none'}"]
     key = keys[0]
-    if key not in stages:
-        return None, [f"{where}.{key}: unknown stage kind.{close_matches(key, stages.names())} Known: {', '.join(stages.names())}."]
+    try:
+        stages.check(key)
+    except ValueError as exc:
+        return None, None, [f"{where}: {exc}"]
     stage_cls = stages.get(key)
     body = raw[key] if raw[key] is not None else {}
     recover_raw = raw.get("recover")
     problems: list[str] = []
     if not isinstance(body, dict):
-        return None, [f"{where}.{key}: must be a mapping of settings (got {body!r})"]
+        return None, stage_cls, [f"{where}.{key}: must be a mapping of settings (got {body!r})"]
     if recover_raw is not None and not isinstance(recover_raw, dict):
-        return None, [f"{where}.recover: must be a mapping like {{epochs: 2}} (got {recover_raw!r})"]
+        return None, stage_cls, [f"{where}.recover: must be a mapping like {{epochs: 2}} (got {recover_raw!r})"]
     if stage_cls.body_is_recovery:
         if recover_raw is not None:
-            return None, [f"{where}.recover: a {key} stage's settings are its training; put them in {where}.{key}"]
+            return None, stage_cls, [f"{where}.recover: a {key} stage's settings are its training; put them in {where}.{key}"]
         recover_raw, body = body, {}
         recover_where = f"{where}.{key}"
     else:
@@ -224,9 +283,9 @@ def _plan_stage(index: int, raw: Any, distill_raw: dict[str, Any]) -> tuple[Plan
         except ValidationError as exc:
             problems += _problems(exc, DistillConfig, remap=lambda loc: recover_where if _from_update(loc, update) else "distill")
     if problems or config is None:
-        return None, problems
+        return None, stage_cls, problems
     lr_setting = _lr_field(recover_raw or {}, recover_where) or _lr_field(distill_raw, "distill") or "distill.lr"
-    return PlannedStage(index, key, stage_cls(config, index), recover, recover_where, lr_setting), []
+    return PlannedStage(index, key, stage_cls(config, index, recover), recover, recover_where, lr_setting), stage_cls, []
 
 
 def _lr_field(block: dict[str, Any], where: str) -> str | None:
@@ -238,8 +297,109 @@ def _lr_field(block: dict[str, Any], where: str) -> str | None:
 
 
 def _from_update(loc: tuple[Any, ...], update: dict[str, Any]) -> bool:
-    """Whether an error in a merged distill block comes from the stage's own keys (`lr` lands in optimizer)."""
-    return bool(loc) and (loc[0] in update or (loc[0] == "optimizer" and "lr" in update))
+    """Whether an error in a merged distill block comes from the stage's own keys (`lr` lands in
+    optimizer; errors about the terms as a whole have no field and come from `method`)."""
+    if not loc:
+        return "method" in update
+    return loc[0] in update or (loc[0] == "optimizer" and "lr" in update)
+
+
+class _Entry(NamedTuple):
+    """A stage entry as the plan rules see it: its kind's class, and its object when its settings validated."""
+
+    label: str
+    kind: type[Stage]
+    stage: Stage | None
+
+
+def build_plan(raw: dict[str, Any]) -> Plan | PlanProblems:
+    """Validate every entry of `stages:` (each recover block merged over `distill:`), then the
+    plan as a whole with the gates. Every problem is reported at once."""
+    if "plan" in raw:
+        return PlanProblems(["plan: unknown field; the plan is built from stages:"])
+    distill_raw = raw.get("distill") if isinstance(raw.get("distill"), dict) else {}
+    planned, entries, problems = [], [], []
+    for index, entry in enumerate(raw.get("stages") if isinstance(raw.get("stages"), list) else []):
+        stage, kind, stage_problems = _plan_stage(index, entry, distill_raw)
+        problems += stage_problems
+        if stage is not None:
+            planned.append(stage)
+        if kind is not None:
+            entries.append(_Entry(label(index, next(k for k in entry if k != "recover")), kind, stage.stage if stage else None))
+    problems += order_problems(entries) + gate_problems(entries, _gates_or_none(raw.get("gates")))
+    return PlanProblems(problems) if problems else Plan(planned)
+
+
+def order_problems(entries: list[_Entry]) -> list[str]:
+    """The stages' ordering facts (see edgekd.stage.Stage), checked in recipe order."""
+    problems = []
+    established: dict[str, _Entry] = {}  # fact → the latest stage that established it
+    groups: dict[str, _Entry] = {}
+    for entry in entries:
+        kind = entry.kind
+        for fact in kind.requires:
+            if fact not in established:
+                problems.append(f"{entry.label} needs `{fact}` from an earlier stage, and none provides it: put {_providers(fact)} before it")
+        for fact, why in kind.refuses.items():
+            if fact in established:
+                problems.append(f"{entry.label} comes after {established[fact].label}, which made the student `{fact}`: {why}")
+        if kind.exclusive is not None:
+            first = groups.setdefault(kind.exclusive, entry)
+            if first is not entry:
+                problems.append(f"{entry.label}: a recipe holds at most one {kind.exclusive} stage, and {first.label} is one; keep one of them")
+        if kind.compresses:
+            stale = sorted({e.label for e in established.values() if not e.kind.compresses})
+            if stale:
+                problems.append(
+                    f"{entry.label} changes the student after {' and '.join(stale)}, whose files and timings would then describe "
+                    "an older student: put export and bench after the last stage that changes the student"
+                )
+        established.update(dict.fromkeys(kind.provides, entry))
+    return problems
+
+
+def gate_problems(entries: list[_Entry], gates: GatesConfig | None) -> list[str]:
+    """Every gate must have something to measure it: the fact it reads provided by some stage,
+    at a batch size that stage measures."""
+    if gates is None:
+        return []
+    problems = []
+    for gate in gates.thresholds():
+        fact, batch_field = GatesConfig.requirement(gate)
+        if fact is None:
+            continue
+        providers = [e for e in entries if fact in e.kind.provides]
+        if not providers:
+            problems.append(f"gates.{gate} reads `{fact}`, which no stage of the recipe provides: add {_providers(fact)} to measure it")
+            continue
+        batch = getattr(gates, batch_field) if batch_field else None
+        measured = providers[-1].stage.batch_sizes() if providers[-1].stage is not None else None
+        if batch is not None and measured is not None and batch not in measured:
+            problems.append(
+                f"gates.{batch_field}: {providers[-1].label} measures batch sizes {', '.join(map(str, measured))}, not {batch}: "
+                f"add {batch} to its batch_sizes or read another batch"
+            )
+    return problems
+
+
+def _providers(fact: str) -> str:
+    """`an export stage`, `a bench stage (after an export stage)`: the stage kinds that provide a fact."""
+
+    def named(kind: str) -> str:
+        return f"a{'n' if kind[0] in 'aeiou' else ''} {kind} stage"
+
+    kinds = [(name, kind) for name, kind in stages.items() if fact in kind.provides]
+    return " or ".join(
+        named(name) + "".join(f" (after {_providers(need)})" for need in kind.requires) for name, kind in kinds
+    ) or f"a stage providing `{fact}`"
+
+
+def _gates_or_none(raw: Any) -> GatesConfig | None:
+    """The gates block when it validates (its own errors are reported by its field)."""
+    try:
+        return GatesConfig.model_validate(raw) if isinstance(raw, dict) else None
+    except ValidationError:
+        return None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -326,21 +486,12 @@ def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] | tupl
     name = "recipe" if isinstance(source, dict) else f"recipe {str(source)!r}"
     for assignment in overrides:
         apply_override(raw, assignment)
-    problems: list[str] = [] if user_code_allowed() else _user_code(raw)
-    recipe = None
+    problems: list[str] = [] if user_code_allowed() else _user_code(raw)  # under --no-user-code
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         problems += _problems(exc, Recipe)
-    distill_raw = raw.get("distill") if isinstance(raw.get("distill"), dict) else {}
-    stage_list = raw.get("stages") if isinstance(raw.get("stages"), list) else []
-    plan = []
-    for index, stage_raw in enumerate(stage_list):
-        planned, stage_problems = _plan_stage(index, stage_raw, distill_raw)
-        problems += [p for p in stage_problems if p not in problems]
-        if planned:
-            plan.append(planned)
-    if problems or recipe is None:
-        raise RecipeError(problems, name)
-    recipe._plan = plan
+    if problems:
+        # A stage's recover block merged over a broken `distill:` repeats its problems: list each once.
+        raise RecipeError(list(dict.fromkeys(problems)), name)
     return recipe

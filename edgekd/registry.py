@@ -1,5 +1,6 @@
 """One registry class for every kind of plug-in: models, datasets, stages,
-distillation methods, importance criteria, quantization profiles, bench backends.
+distillation methods, importance criteria, quantization profiles, bench backends,
+check targets — and the one "unknown name" check every recipe field and flag uses.
 
 >>> widgets = Registry("widget")
 >>> @widgets.register
@@ -8,6 +9,9 @@ distillation methods, importance criteria, quantization profiles, bench backends
 'small'
 >>> widgets.names()
 ['small_widget']
+>>> widgets.check("smal_widget")
+Traceback (most recent call last):
+ValueError: unknown widget 'smal_widget'. Did you mean 'small_widget'? Known: small_widget.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import fnmatch
 import os
 import re
 import warnings
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Annotated, Any, Callable, Generic, Iterable, Iterator, TypeVar
+
+from pydantic import AfterValidator
 
 from edgekd.errors import InputError
 
@@ -28,6 +34,14 @@ def close_matches(word: str, candidates: list[str], n: int = 3) -> str:
     """A ' Did you mean …?' suffix for an error message, or '' when nothing is close."""
     found = difflib.get_close_matches(word, candidates, n=n, cutoff=0.5)
     return f" Did you mean {', '.join(repr(f) for f in found)}?" if found else ""
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str], shown: int = 40) -> str:
+    """The one message for a name that names nothing: `unknown <kind> 'x'. Did you mean …? Known: …`
+    (the first `shown` known names, and how many there are when there are more)."""
+    known = sorted(known)
+    listed = ", ".join(known[:shown]) + (f", … ({len(known)} in all)" if len(known) > shown else "")
+    return f"unknown {kind} {name!r}.{close_matches(name, known)} Known: {listed or 'none'}."
 
 
 class Registry(Generic[T]):
@@ -48,13 +62,34 @@ class Registry(Generic[T]):
         return add(obj) if obj is not None else add
 
     def get(self, name: str) -> T:
+        """The entry named `name`; InputError (exit 2) with close matches when there is none."""
         try:
             return self._entries[name]
         except KeyError:
-            known = ", ".join(self.names())
-            raise InputError(
-                f"unknown {self.kind} {name!r}.{close_matches(name, self.names())} Known: {known}."
-            ) from None
+            raise InputError(unknown_name(self.kind, name, self.names())) from None
+
+    def check(self, name: str) -> str:
+        """`name` when it is registered, else ValueError with close matches: what pydantic
+        validators raise, so a recipe error names the field that holds the name."""
+        if name not in self._entries:
+            raise ValueError(unknown_name(self.kind, name, self.names()))
+        return name
+
+    def check_or_user_code(self, name: str) -> str:
+        """`name` when it is registered or names user code as `"pkg.module:callable"` (imported
+        only when used: validating a recipe never runs code)."""
+        if ":" in name:
+            module, _, attr = name.partition(":")
+            if not module or not attr:
+                raise ValueError(f"{name!r} is not of the form 'pkg.module:callable'")
+            return name
+        return self.check(name)
+
+    def name_type(self, *, user_code: bool = False) -> Any:
+        """A `str` type for config fields whose value must name an entry (or, with `user_code`,
+        `"pkg.module:callable"`), e.g. `profile: ProfileName = "ort-x86"` with
+        `ProfileName = profiles.name_type()`."""
+        return Annotated[str, AfterValidator(self.check_or_user_code if user_code else self.check)]
 
     def names(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))

@@ -17,34 +17,40 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.utils.data import DataLoader
 
-from edgekd import __version__, terminal
+from edgekd import terminal
+from edgekd.version import __version__
 from edgekd.bench.environment import environment
 from edgekd.data import DataBundle, load_data
-from edgekd.data.views import View, views_from
+from edgekd.data.augment import FRESH_VIEWS, Augmenter, TrainBatches, make_augmenter, pool_view
+from edgekd.data.views import views_from
 from edgekd.distributed import Distributed
 from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, TrainConfig, fit
+from edgekd.distill.cache import SoftLabelCache, storage_top_k
 from edgekd.distill.train import TrainingDiverged
 from edgekd.errors import InputError, NotFinite
 from edgekd.files import real_folder, serialized, sweep_temporaries, write_atomic, write_json
-from edgekd.gate import REPORT_SCHEMA, evaluate_gates
+from edgekd.gate import evaluate_gates
 from edgekd.metrics import accuracy, measure
 from edgekd.models import build_model, check_runs, load_state_dict_file, load_tensors
 from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.recipe import PlannedStage, Recipe
-from edgekd.stage import StepResult
+from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherCache, TeacherRecord
 from edgekd.report import PLOT_DIR, write_reports
+from edgekd.stage import Role, StepResult, View
 from edgekd.workdir import claim_workdir, workdir_lock
 
 CHECKPOINT_FORMAT = "edgekd.checkpoint/1"
 CHECKPOINT_NAME = re.compile(r"^stage\d{2}-step\d{3}\.pt$")
 CHECKPOINT_KEYS = {"student", "restores", "records", "report"}
+# Data settings that change no cached teacher or soft label: batch sizes, and the pool size (a view's
+# draws depend on its number alone, and teacher training reads views beyond any pool).
+NOT_IN_CACHE_KEYS = {"batch_size", "eval_batch_size", "augment_views"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,7 +67,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Run:
-    """One execution of a recipe in its workdir. Stages receive it and use its helpers."""
+    """One execution of a recipe in its workdir. Stages see it as a StageContext (edgekd.stage)."""
 
     def __init__(self, recipe: Recipe, *, console: Console | None = None, quiet: bool = False, force_unlock: bool = False):
         self.recipe = recipe
@@ -73,17 +79,30 @@ class Run:
         self.data: DataBundle
         self.teacher: nn.Module
         self.student: nn.Module
-        self.report: dict[str, Any] = {}
+        self.report: Report
+        self.artefacts = Artefacts()  # what export and bench stages produced so far
         self.progress: Progress | None = None
         views = views_from(recipe.data.views)
         self.student_view: View = views[recipe.student.input]
         self.teacher_view: View = views[recipe.teacher.input]
         self._teachers: dict[str, nn.Module] = {}
         self._assistants: dict[str, nn.Module] = {}
-        self._teacher_logits: np.ndarray | None = None
+        self._soft_labels: SoftLabelCache | None = None
+        self.augmenter: Augmenter | None = None
         self.dist = Distributed()
 
-    # ---- helpers the stages use -------------------------------------------------
+    # ---- the StageContext: what stages use ----------------------------------------
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def recipe_hash(self) -> str:
+        return self.recipe.fingerprint()
+
+    def view(self, role: Role) -> View:
+        return self.teacher_view if role == "teacher" else self.student_view
+
     def phase_seed(self, stage_index: int, step: int) -> int:
         """A seed that depends only on the recipe seed and the step's position."""
         digest = hashlib.sha256(f"{self.seed}:{stage_index}:{step}".encode()).digest()
@@ -96,20 +115,22 @@ class Run:
         shard = (self.dist.rank, self.dist.world_size) if sharded else (0, 1)
         return self.data.loader(split, size, shuffle=shuffle, seed=self.seed if seed is None else seed, indexed=indexed, shard=shard)
 
-    def example_input(self, batch: int = 1) -> torch.Tensor:
-        """Real test images as the student sees them (its view), on the run's device."""
-        return self.student_view(self.data.test.tensors[0][:batch].to(self.device))
+    def example_input(self, batch: int = 1, role: Role = "student") -> torch.Tensor:
+        """Real test inputs as `role` sees them (its view), on the run's device."""
+        return self.view(role)(self.data.test.tensors[0][:batch].to(self.device))
 
-    def evaluate(self, model: nn.Module, split: str = "test", role: str = "student") -> float:
-        view = self.teacher_view if role == "teacher" else self.student_view
+    def evaluate(self, model: nn.Module, split: str = "test", role: Role = "student") -> float:
         try:
-            return accuracy(model, self.loader(split), self.device, view)
+            return accuracy(model, self.loader(split), self.device, self.view(role))
         except NotFinite as exc:
             raise NotFinite(f"the {role} on the {split} split: {exc}") from None
 
-    def measure(self, model: nn.Module, role: str = "student") -> dict[str, int]:
-        view = self.teacher_view if role == "teacher" else self.student_view
-        return measure(model, view(self.data.test.tensors[0][:1].to(self.device)))
+    def validation_accuracy(self, model: nn.Module, role: Role = "student") -> float | None:
+        """Accuracy on the validation split (None when the recipe keeps none: val_split 0)."""
+        return self.evaluate(model, "val", role) if len(self.data.val) else None
+
+    def measure(self, model: nn.Module, role: Role = "student") -> dict[str, int]:
+        return measure(model, self.example_input(role=role))
 
     def train(
         self,
@@ -125,59 +146,62 @@ class Run:
         """Train `model` in place: the configured distillation from the run's teacher for a
         DistillConfig, plain cross-entropy for a TrainConfig (or with teacher=None)."""
         torch.manual_seed(seed)
-        distill = config if isinstance(config, DistillConfig) else DistillConfig(**config.model_dump(), method="ce", alpha=0)
-        mentor = self.teacher if teacher == "default" and isinstance(config, DistillConfig) else teacher
+        recovery = isinstance(config, DistillConfig)
+        distill = config if recovery else DistillConfig(**config.model_dump(), method="ce", alpha=0)
+        mentor = self.teacher if teacher == "default" and recovery else teacher
         runtime = self.recipe.runtime
-        cache = self.teacher_logits if runtime.teacher_cache and mentor is not None and mentor is self.teacher else None
+        cache = self.soft_labels if runtime.teacher_cache and mentor is not None and mentor is self.teacher else None
         phase = Phase(
             distill, model, mentor if isinstance(mentor, nn.Module) else None, self.device, seed,
             student_view=self.student_view if mentor is not None else self.teacher_view,
-            teacher_view=self.teacher_view, source=self, teacher_logits_cache=cache,
+            teacher_view=self.teacher_view, source=self, soft_labels=cache,
         )
-        loader = self.loader("train", shuffle=True, seed=seed, indexed=cache is not None, sharded=True)
-        objective = Objective(phase, next(iter(loader))[0][:8].to(self.device))
+        batches = self.training_batches(seed, recovery=recovery)
+        objective = Objective(phase, next(iter(batches))[0][:8])
         if cache is not None and phase.teacher_taps:
             self.say(f"{description}: the teacher runs live (not from its logit cache): a method reads teacher features")
-        return fit(model, objective, loader, config, device=self.device, description=description,
+        return fit(model, objective, batches, config, device=self.device, description=description,
                    progress=self.progress, after_backward=after_backward, stop_after_epoch=stop_after_epoch,
                    precision=runtime.precision, channels_last=runtime.channels_last, dist=self.dist)
 
-    def teacher_logits(self) -> np.ndarray:
-        """The teacher's logits for every training sample (its view), computed once per teacher and data,
-        kept in the workdir as a memory-mapped float16 file (float32 when values exceed float16's range)."""
-        if self._teacher_logits is None:
+    def training_batches(self, seed: int, *, recovery: bool) -> TrainBatches:
+        """A training phase's batches (this rank's share), augmented when the recipe says so: a
+        recovery phase reads views from the pool of `data.augment_views` (those the teacher cache
+        stores), teacher training a fresh view every epoch."""
+        pool = self.recipe.data.augment_views
+        view_of_epoch = (lambda epoch: pool_view(seed, epoch, pool)) if recovery else (lambda epoch: FRESH_VIEWS + epoch - 1)
+        loader = self.loader("train", shuffle=True, seed=seed, indexed=True, sharded=True)
+        return TrainBatches(loader, self.augmenter, view_of_epoch, self.device)
+
+    def soft_labels(self) -> SoftLabelCache:
+        """The teacher's logits for every training sample in every view a phase reads (its input view),
+        each view computed once per teacher and data and kept in a folder of the workdir."""
+        if self._soft_labels is None:
+            runtime = self.recipe.runtime
+            top_k = storage_top_k(runtime.teacher_cache_top_k, self.data.num_classes)
             digest = hashlib.sha256()
             for tensor in self.teacher.state_dict().values():
                 digest.update(tensor.detach().cpu().numpy().tobytes())
-            digest.update(json.dumps([self.recipe.teacher.input, self.data.digest(), self.recipe.data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"}), self.seed], sort_keys=True).encode())
-            path = self.workdir / f"teacher-logits-{digest.hexdigest()[:12]}.npy"
-            self._teacher_logits = self._cached_logits(path)
-            if self._teacher_logits is None:  # every rank computes the same logits; rank 0 keeps them for later phases and runs
-                self._teacher_logits = self._compute_teacher_logits()
-                self._write(path, lambda handle: np.save(handle, self._teacher_logits))
-        return self._teacher_logits
-
-    def _cached_logits(self, path: Path) -> np.ndarray | None:
-        """The cached logits, or None when there are none or the file is damaged (then they are recomputed)."""
-        if not path.is_file():
-            return None
-        expected = (len(self.data.train), self.data.num_classes)
-        try:
-            logits = np.load(path, mmap_mode="r", allow_pickle=False)
-            problem = None if logits.shape == expected and np.isfinite(logits).all() else f"shape {logits.shape} or values do not fit {expected}"
-        except (OSError, ValueError, EOFError) as exc:
-            problem = str(exc)
-        if problem is None:
-            return logits
-        self.say(f"teacher logit cache {path} is damaged ({problem}); computing it again")
-        return None
+            data = self.recipe.data.model_dump(mode="json", exclude=NOT_IN_CACHE_KEYS)
+            digest.update(json.dumps([self.recipe.teacher.input, self.data.digest(), data, self.seed, top_k, runtime.teacher_cache_precision], sort_keys=True).encode())
+            # Every rank computes the views it reads; rank 0 keeps them for later phases and runs.
+            self._soft_labels = SoftLabelCache(
+                self.workdir / f"soft-labels-{digest.hexdigest()[:12]}", self._teacher_outputs,
+                num_samples=len(self.data.train), num_classes=self.data.num_classes, top_k=top_k,
+                precision=runtime.teacher_cache_precision, write=self._write, say=self.say,
+            )
+        return self._soft_labels
 
     @torch.no_grad()
-    def _compute_teacher_logits(self) -> np.ndarray:
-        chunks = [self.teacher(self.teacher_view(x.to(self.device))).cpu() for x, _ in self.loader("train")]
-        logits = torch.cat(chunks)
-        safe = float(logits.abs().max()) < torch.finfo(torch.float16).max / 2
-        return logits.numpy().astype(np.float16 if safe else np.float32)
+    def _teacher_outputs(self, view: int | None) -> torch.Tensor:
+        """The teacher's logits for the whole training split in `view` (None: the samples as stored)."""
+        chunks = []
+        for x, y, index in self.loader("train", indexed=True):
+            x = x.to(self.device)
+            if view is not None and self.augmenter is not None:
+                x, _ = self.augmenter(x, y, index, view)
+            chunks.append(self.teacher(self.teacher_view(x)).float().cpu())
+        return torch.cat(chunks)
 
     def obtain_teacher(self, config: TeacherConfig) -> nn.Module:
         """A teacher loaded from its checkpoint, or trained once and cached in the workdir by its settings."""
@@ -229,9 +253,8 @@ class Run:
                 model = self._build(config.assistant, "teacher")
             else:
                 model = copy.deepcopy(self.teacher).requires_grad_(True)
-                example = self.teacher_view(self.data.test.tensors[0][:1].to(self.device))
-                pruner = ChannelPruner(model, example, PruneConfig(target_macs=config.assistant_macs))
-                pruner.prune_to(config.assistant_macs * self.report["teacher"]["macs"])
+                pruner = ChannelPruner(model, self.example_input(role="teacher"), PruneConfig(target_macs=config.assistant_macs))
+                pruner.prune_to(config.assistant_macs * self.report.teacher.macs)
             model.requires_grad_(True)
             settings = DistillConfig.model_validate(
                 {**self.recipe.distill.model_dump(), "method": "kd", "epochs": config.assistant_epochs}
@@ -249,13 +272,13 @@ class Run:
         data = self.recipe.data
         key = json.dumps(
             {"model": settings, "seed": self.seed, "train_batch_size": data.batch_size, "data_digest": self.data.digest(),
-             "data": data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size"})},
+             "data": data.model_dump(mode="json", exclude=NOT_IN_CACHE_KEYS)},
             sort_keys=True,
         )
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     # ---- the pipeline -----------------------------------------------------------
-    def execute(self, resume: bool = False) -> dict[str, Any]:
+    def execute(self, resume: bool = False) -> Report:
         self.dist = Distributed.from_environment(self.device)
         self.device = self.dist.device_for_rank(self.device)
         if not self.dist.is_main:  # one voice: rank 0 prints and writes
@@ -277,7 +300,7 @@ class Run:
             self.dist.close()
         return self.report
 
-    def export_latest(self, config: Any) -> dict[str, Any]:
+    def export_latest(self, config: Any) -> Artefacts:
         """Rebuild the student of the last finished step and export it (see `edgekd export RUN`)."""
         from edgekd.export.stage import ExportStage
 
@@ -287,7 +310,7 @@ class Run:
         with self._owned_workdir(), self._progress():
             self.prepare()
             self._resume()
-            return ExportStage(config, len(self.recipe.plan)).apply(self, 1).report
+            return ExportStage(config, len(self.recipe.plan)).apply(self, 1).artefacts
 
     @contextmanager
     def _owned_workdir(self) -> Iterator[None]:
@@ -318,24 +341,25 @@ class Run:
             data.dataset, seed=self.seed, root=data.root, val_split=data.val_split,
             test_split=data.test_split, limit=data.limit, options=data.options,
         )
+        self.augmenter = make_augmenter(data.augment, self.data, self.seed)  # checks its settings before anything trains
         self.teacher = self.obtain_teacher(self.recipe.teacher)
-        self.report = {
-            "schema": REPORT_SCHEMA,
-            "name": self.recipe.name,
-            "recipe_hash": self.recipe.fingerprint(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "edgekd": __version__,
-            "workdir": str(self.workdir),
-            "world_size": self.dist.world_size,
-            "dataset": self.data.summary(),
-            "teacher": {"model": self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher, "teacher")},
-            "steps": [],
-            "environment": environment(),
-            "complete": False,
-        }
-        self.say(f"teacher {self.recipe.teacher.model}: test accuracy {self.report['teacher']['accuracy']:.2%}")
+        self.report = Report(
+            name=self.recipe.name,
+            recipe_hash=self.recipe.fingerprint(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            edgekd=__version__,
+            workdir=str(self.workdir),
+            world_size=self.dist.world_size,
+            dataset=DatasetSummary.model_validate(self.data.summary()),
+            teacher=TeacherRecord(
+                model=self.recipe.teacher.model, **self._evaluate_and_measure(self.teacher, "teacher"),
+                val_accuracy=self.validation_accuracy(self.teacher, "teacher"),
+            ),
+            environment=environment(),
+        )
+        self.say(f"teacher {self.recipe.teacher.model}: test accuracy {self.report.teacher.accuracy:.2%}")
 
-    def _evaluate_and_measure(self, model: nn.Module, role: str = "student") -> dict[str, Any]:
+    def _evaluate_and_measure(self, model: nn.Module, role: Role = "student") -> dict[str, Any]:
         return {"accuracy": self.evaluate(model, role=role), **self.measure(model, role)}
 
     def _build(self, spec: str, role: str = "teacher") -> nn.Module:
@@ -379,7 +403,7 @@ class Run:
         self._write_recipe()
         self.student = self._initial_student()
         self._restores: list[dict[str, Any]] = []
-        self._report_updates: dict[str, Any] = {}
+        self.artefacts = Artefacts()
         self._write_report()
         return set()
 
@@ -411,8 +435,9 @@ class Run:
             for restore in saved["restores"]:
                 plan[restore["stage_index"]].stage.restore(self, restore["state"])
             self.student.load_state_dict(saved["student"])
-            records, updates = json.loads(saved["records"]), json.loads(saved["report"])
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            records = [StepRecord.from_json(record) for record in json.loads(saved["records"])]
+            artefacts = Artefacts.from_json(json.loads(saved["report"]))
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # a ValidationError is a ValueError
             raise InputError(
                 f"resume: checkpoint {str(checkpoint_path)!r} does not fit this run's student "
                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): it comes from another run or is damaged. "
@@ -421,9 +446,9 @@ class Run:
         self.student.to(self.device)
         self._write_recipe()  # only once the checkpoint is known to continue it
         self._restores = list(saved["restores"])
-        self.report["steps"] = records
-        self._report_updates = updates
-        _deep_update(self.report, copy.deepcopy(self._report_updates))
+        self.report.steps = records
+        self.artefacts = artefacts
+        self.report.apply(artefacts)
         done = {tuple(pair) for pair in progress["done"]}
         self.say(f"resume: {len(done)} finished step(s) restored from {checkpoint_path.name}")
         return done  # type: ignore[return-value]
@@ -450,8 +475,8 @@ class Run:
             "recipe": {"stages": planned.index + 1, "hash": self.recipe.fingerprint(planned.index + 1)},
             "student": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
             "restores": self._restores,
-            "records": json.dumps(self.report["steps"]),
-            "report": json.dumps(self._report_updates),
+            "records": json.dumps([record.to_json() for record in self.report.steps]),
+            "report": json.dumps(self.artefacts.to_json()),
         }
         folder = real_folder(self._checkpoint_dir)
         write_atomic(folder / name, serialized(lambda handle: torch.save(payload, handle)))
@@ -476,25 +501,27 @@ class Run:
             result = stage.apply(self, step) if stage.compresses or self.dist.is_main else StepResult()
             self.dist.barrier()
             self._restores.append({"stage_index": planned.index, "step": step, "state": result.state})
-            record = self._recover_and_record(planned, step, label, seed) if stage.compresses else {}
+            measured = self._recover_and_measure(planned, step, label, seed) if stage.compresses else {}
         except TrainingDiverged as exc:
             exc.blame(planned.lr_setting, f"{planned.recover_path}.grad_clip")
             raise
         if stage.compresses:
-            record.update(result.record)
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            self.report["steps"].append(record)
+            record = StepRecord.model_validate({**measured, **result.record, "seconds": round(time.perf_counter() - started, 3)})
+            self.report.steps.append(record)
+            before = record.accuracy_before_recovery
             self.say(
-                f"{label}: accuracy {record['accuracy']:.2%}"
-                + (f" (before recovery {record['accuracy_before_recovery']:.2%})" if record["accuracy_before_recovery"] is not None else "")
-                + f", MACs {record['macs']:,}, params {record['params']:,}"
+                f"{label}: accuracy {record.accuracy:.2%}"
+                + (f" (before recovery {before:.2%})" if before is not None else "")
+                + f", MACs {record.macs:,}, params {record.params:,}"
+                + _versus_teacher(record)
             )
-        _deep_update(self._report_updates, copy.deepcopy(result.report))
-        _deep_update(self.report, copy.deepcopy(result.report))
+        self.artefacts = self.artefacts.merged(result.artefacts)
+        self.report.apply(result.artefacts)
         self._checkpoint(planned, step)
         self._write_report()
 
-    def _recover_and_record(self, planned: PlannedStage, step: int, label: str, seed: int) -> dict[str, Any]:
+    def _recover_and_measure(self, planned: PlannedStage, step: int, label: str, seed: int) -> dict[str, Any]:
+        """Recover the student after a compression step; the StepRecord fields the runner measures."""
         recover = planned.recover
         trains = recover is not None and recover.epochs > 0
         before = self.evaluate(self.student) if trains else None
@@ -502,6 +529,12 @@ class Run:
         if trains:
             assert recover is not None
             self.train(self.student, recover, seed=seed, description=label)
+        if self._soft_labels is not None and (summary := self._soft_labels.summary())["views"]:
+            cache = Artefacts(teacher_cache=TeacherCache.model_validate(summary))  # kept with the checkpoint
+            self.artefacts = self.artefacts.merged(cache)
+            self.report.apply(cache)
+        validation = self.validation_accuracy(self.student)
+        teacher_validation = self.report.teacher.val_accuracy
         return {
             "recovery_epochs": recover.epochs if recover else 0,
             "recovery_seconds": round(time.perf_counter() - started, 3),
@@ -511,29 +544,31 @@ class Run:
             "steps": planned.stage.num_steps(),
             "accuracy_before_recovery": before,
             **self._evaluate_and_measure(self.student),
+            "val_accuracy": validation,
+            "teacher_val_accuracy": teacher_validation,
+            "passes_teacher": None if validation is None or teacher_validation is None else validation > teacher_validation,
         }
 
     def _finish(self) -> None:
         student_spec = self.recipe.student.model
-        final = self.report["steps"][-1] if self.report["steps"] else {
+        final = self.report.steps[-1] if self.report.steps else None
+        metrics = final.model_dump(include={"accuracy", "macs", "params", "size_bytes"}) if final else {
             "accuracy": self.evaluate(self.student), **self.measure(self.student)
         }
-        self.report["student"] = {
-            "model": self.recipe.teacher.model if student_spec == "teacher" else student_spec,
-            **{k: final[k] for k in ("accuracy", "macs", "params", "size_bytes")},
-            **self.report.get("student", {}),
-        }
-        self.report["complete"] = True
+        model = self.recipe.teacher.model if student_spec == "teacher" else student_spec
+        self.report.student = StudentRecord(model=model, **metrics)
+        self.report.apply(self.artefacts)
+        self.report.complete = True
         gates = self.recipe.gates
         if gates is not None and gates.has_thresholds():
-            self.report["gates_config"] = gates.model_dump(mode="json")
-            self.report["gates"] = [result.to_json() for result in evaluate_gates(self.report, gates)]
+            self.report.gates_config = gates
+            self.report.gates = evaluate_gates(self.report, gates)
         self._write_report()
         if self.dist.is_main:
             write_reports(self.workdir, self.report)
 
     def _write_report(self) -> None:
-        self._write_json(self.workdir / "report.json", self.report)
+        self._write_json(self.workdir / "report.json", self.report.to_json())
 
     def _write_json(self, path: Path, data: Any) -> None:
         """Strict JSON (non-finite numbers become null, listed in `non_finite`), written atomically by rank 0."""
@@ -546,13 +581,13 @@ class Run:
             write_atomic(path, serialized(save))
 
 
-def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
-    return target
+def _versus_teacher(record: StepRecord) -> str:
+    """The console's word on the student against the teacher on the validation split."""
+    student, teacher = record.val_accuracy, record.teacher_val_accuracy
+    if student is None or teacher is None:
+        return ""
+    verdict = "the student passes the teacher" if student > teacher else "the teacher is still ahead" if teacher > student else "level with the teacher"
+    return f"; validation {student:.2%} vs teacher {teacher:.2%}: {verdict}"
 
 
 def read_progress(workdir: Path) -> dict[str, Any] | None:
@@ -605,7 +640,7 @@ def _progress_problem(progress: Any) -> str | None:
 
 def compress(
     recipe: Recipe, *, resume: bool = False, console: Console | None = None, quiet: bool = False, force_unlock: bool = False
-) -> dict[str, Any]:
+) -> Report:
     """Run a validated recipe; returns the report (also in `<workdir>/report.json`)."""
     return Run(recipe, console=console, quiet=quiet, force_unlock=force_unlock).execute(resume=resume)
 

@@ -1,8 +1,11 @@
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from edgekd.facts import DataFacts
 
 # Tests run on 2 cores beside other work; one intra-op thread keeps timings and results steady.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -22,6 +25,27 @@ def tiny_recipe(workdir: Path, **extra: Any) -> dict[str, Any]:
     }
     recipe.update(extra)
     return recipe
+
+
+def token_facts(
+    task: str, *, vocab: int = 64, max_length: int = 16, pad: int = 0, eos: int = 2, start: int = 0, labels: int = 3
+) -> "DataFacts":
+    """What a tokenized dataset tells the model builder (`labels` for classify, `start` for seq2seq)."""
+    from edgekd.facts import DataFacts
+
+    return DataFacts(
+        inputs="tokens", task=task, vocab_size=vocab, max_length=max_length, pad_id=pad, eos_id=eos,  # type: ignore[arg-type]
+        num_classes=labels if task == "classify" else None, decoder_start_id=start if task == "seq2seq" else None,
+    )  # fmt: skip
+
+
+def card_facts(name: str) -> "DataFacts":
+    """Data a registered model's card says it takes: 1×8×8 images in 10 classes, or tokens for its first task."""
+    from edgekd.facts import DataFacts
+    from edgekd.models import card_of
+
+    card = card_of(name)
+    return token_facts(card.tasks[0]) if card.inputs == "tokens" else DataFacts(in_channels=1, num_classes=10, image_size=8)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import torch
 
 from edgekd.facts import DataFacts
 from edgekd.models import build_model
+from tests.conftest import token_facts
 
 transformers = pytest.importorskip("transformers")
 
@@ -19,12 +20,9 @@ VOCAB = 96
 PAD, EOS, START = 0, 1, 2
 
 
-def tokens_facts(task: str, *, vocab: int = VOCAB, positions: int = 64, labels: int | None = None, start: int = START) -> DataFacts:
-    """What a tokenized dataset would tell the model builder (the special tokens above)."""
-    return DataFacts(
-        inputs="tokens", task=task, vocab_size=vocab, max_length=positions, pad_id=PAD, eos_id=EOS,  # type: ignore[arg-type]
-        num_classes=labels, decoder_start_id=start if task == "seq2seq" else None,
-    )  # fmt: skip
+def tokens_facts(task: str, *, vocab: int = VOCAB, positions: int = 64, labels: int = 3, start: int = START) -> DataFacts:
+    """The facts of a tokenized dataset with the special tokens above."""
+    return token_facts(task, vocab=vocab, max_length=positions, pad=PAD, eos=EOS, start=start, labels=labels)
 
 
 def tiny(spec: str, facts: DataFacts, seed: int) -> torch.nn.Module:

@@ -15,7 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from edgekd.bench import SCHEMA, benchmark, render
-from edgekd.bench.command import bench_command
+from edgekd.cli.bench import bench_command
 from edgekd.errors import EdgekdError, InputError
 
 # Short runs: these tests check the harness, not the models' speed.
@@ -201,7 +201,7 @@ def test_input_shape_that_does_not_fit_names_file_and_input(tmp_path, shape, mes
 
 
 def test_input_shape_for_an_unknown_input_suggests_the_right_name(models):
-    with pytest.raises(InputError, match="no model has an input named 'xx'. Did you mean 'x'"):
+    with pytest.raises(InputError, match="unknown model input 'xx'. Did you mean 'x'"):
         benchmark([models["small"]], input_shapes={"xx": (1, 3, 16, 16)}, **QUICK)
 
 
@@ -228,7 +228,7 @@ def test_npz_array_of_the_wrong_shape_names_the_array(models, tmp_path):
         (["--batch", "1,x"], "--batch '1,x'"),
         (["--input-shape", "x:1x3"], "--input-shape 'x:1x3'"),
         (["--providers", "cuda"], "CUDAExecutionProvider not available"),
-        (["--spinning", "sometimes"], "spinning 'sometimes'"),
+        (["--spinning", "sometimes"], "unknown spinning mode 'sometimes'"),
         (["--backend", "tensorrtt"], "Did you mean 'tensorrt'"),
     ],
 )

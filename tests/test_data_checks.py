@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -154,17 +155,17 @@ def test_the_teacher_cache_key_covers_the_data_contents(tmp_path: Path, capsys):
     assert "reusing the trained teacher" in capsys.readouterr().out
 
 
-def test_a_damaged_teacher_logit_cache_is_computed_again_and_named(make_recipe, capsys):
+def test_a_damaged_soft_label_file_is_computed_again_and_named(make_recipe, capsys):
     from edgekd.recipe import load_recipe
     from edgekd.run import Run
 
     run = Run(load_recipe(make_recipe(stages=[])), quiet=True)
     run.prepare()
-    expected = np.array(run.teacher_logits())
-    (cache,) = run.workdir.glob("teacher-logits-*.npy")
-    cache.write_bytes(b"\x93NUMPY damaged")
+    expected = run.soft_labels().all_logits(None)
+    (stored,) = run.workdir.glob("soft-labels-*/plain.npy")
+    stored.write_bytes(b"\x93NUMPY damaged")
     again = Run(load_recipe(make_recipe(stages=[])), console=None)
     again.prepare()
-    assert np.array_equal(again.teacher_logits(), expected)
+    assert torch.equal(again.soft_labels().all_logits(None), expected)
     printed = "".join(capsys.readouterr().out.split())  # rich folds long paths at any character
-    assert f"teacherlogitcache{cache}isdamaged" in printed
+    assert f"softlabels{stored}aredamaged" in printed

@@ -24,7 +24,7 @@ def test_two_processes_match_one_and_resume(tmp_path, make_recipe):
     recipe = make_recipe(stages=TWO_STEPS, workdir=str(tmp_path / "ddp"), student="cnn(width=8)")
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    single = edgekd.compress({**recipe, "workdir": str(tmp_path / "single")}, quiet=True)
+    single = edgekd.compress({**recipe, "workdir": str(tmp_path / "single")}, quiet=True).to_json()
 
     result = run_cli("compress", str(path), "--nproc", "2", "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,16 +14,10 @@ from edgekd.data import load_data
 from edgekd.errors import EdgekdError, InputError
 from edgekd.export import export_onnx, onnx_accuracy, optimized_op_counts, parity, read_metadata
 from edgekd.export.runtime import layout_changes, ort_quantize_static
-from edgekd.models import build_model, model_names
+from edgekd.models import build_model, card_of, model_names
 from edgekd.quant import FakeQuantize, QuantLayer, calibrate, insert_fake_quant, profiles, to_float
 from edgekd.quant.graph import float_stem
 
-SMALL_SPECS = {
-    "cnn": "cnn(width=4)",
-    "resnet_s": "resnet_s(width=8)",
-    "mobilenet_s": "mobilenet_s(width_mult=0.5)",
-    "vit_s": "vit_s(dim=16, depth=1, heads=2)",
-}
 @pytest.fixture(scope="module")
 def digits():
     return load_data("digits", seed=0)
@@ -41,7 +35,7 @@ def onnx_initializers(path: Path) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
 
 
-@pytest.mark.parametrize("profile", ["ort-x86", "tensorrt"])
+@pytest.mark.parametrize("profile", profiles.names())
 def test_exported_int8_values_are_the_fake_quant_values(profile, digits, tmp_path):
     model = quantized_model("resnet_s(width=8)", profile, digits)
     path = tmp_path / "model.onnx"
@@ -68,13 +62,13 @@ def test_exported_int8_values_are_the_fake_quant_values(profile, digits, tmp_pat
             assert initializers[node.input[2]].dtype == (np.uint8 if profile == "ort-x86" else np.int8)
 
 
-@pytest.mark.parametrize("profile", ["ort-x86", "tensorrt"])
+@pytest.mark.parametrize("profile", profiles.names())
 @pytest.mark.parametrize(
     "name",
     model_names("image"),
 )
 def test_every_builtin_model_exports_and_matches_in_onnxruntime(name, profile, digits, tmp_path):
-    model = quantized_model(SMALL_SPECS[name], profile, digits)
+    model = quantized_model(card_of(name).tiny, profile, digits)
     path = tmp_path / f"{name}.int8.onnx"
     assert export_onnx(model, path, digits.test.tensors[0][:1]) == "torchscript"
     batches = [digits.val.tensors[0][:100], digits.val.tensors[0][100:107]]  # two batch sizes: the axis is dynamic
@@ -101,7 +95,7 @@ def test_ort_x86_export_runs_as_fused_integer_kernels(spec, digits, tmp_path):
 def test_ort_x86_int8_stem_export_changes_layout_no_more_than_quantize_static(name, digits, tmp_path):
     """ONNX Runtime's own quantizer on the same float weights is the bar: in the graph ORT runs, edgekd's
     int8 file has no more Transposes and NCHWc reorders (each a pass over an activation tensor)."""
-    model = quantized_model(SMALL_SPECS[name], "ort-x86", digits)
+    model = quantized_model(card_of(name).tiny, "ort-x86", digits)
     example = digits.test.tensors[0][:1]
     ours, fp32, theirs = tmp_path / "edgekd.onnx", tmp_path / "fp32.onnx", tmp_path / "quantize_static.onnx"
     export_onnx(model, ours, example)

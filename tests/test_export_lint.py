@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from edgekd.data import load_data
 from edgekd.errors import EdgekdError, InputError
 from edgekd.export import export_onnx, lint_tensorrt, parity
-from edgekd.export.command import check_command, export_command
+from edgekd.cli.export import check_command, export_command
 from edgekd.models import build_model
 from edgekd.quant import calibrate, insert_fake_quant, profiles
 from edgekd.quant.graph import float_stem

@@ -14,15 +14,9 @@ from pydantic import ValidationError
 from typer.exceptions import TyperException
 
 from edgekd.errors import EdgekdError, InputError
-from edgekd.gate import (
-    BaselineLimits,
-    GatesConfig,
-    deployed_artefact,
-    evaluate_gates,
-    parse_fraction,
-    write_junit,
-)
-from edgekd.gate_command import gate_command, report_command
+from edgekd.cli.gate import gate_command, report_command
+from edgekd.gate import BaselineLimits, GatesConfig, deployed_artefact, evaluate_gates, parse_fraction
+from edgekd.report import write_junit
 
 
 def _latency(rng: np.random.Generator, median_ms: float, n: int = 200) -> dict[str, Any]:
@@ -43,7 +37,8 @@ def sample_report() -> dict[str, Any]:
         for i, (macs, params, before, after) in enumerate(prune)
     ]  # fmt: skip
     steps.append({"stage": "qat", "stage_index": 1, "step": 1, "steps": 1, "accuracy": 0.955, "accuracy_before_recovery": 0.94,
-                  "macs": 400_000, "params": 7_000, "size_bytes": 7_000, "seconds": 5.0, "int8": True})  # fmt: skip
+                  "macs": 400_000, "params": 7_000, "size_bytes": 7_000, "seconds": 5.0, "int8": True,
+                  "val_accuracy": 0.961, "teacher_val_accuracy": 0.958, "passes_teacher": True})  # fmt: skip
     return {
         "schema": "edgekd.report/1",
         "name": "quickstart",

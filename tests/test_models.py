@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from edgekd.errors import InputError
-from edgekd.models import build_model, load_state_dict_file, model_names, parse_spec
+from edgekd.models import build_model, card_of, load_state_dict_file, model_names, models, parse_spec
+from tests.conftest import card_facts
 
 
 @pytest.mark.parametrize("name", model_names("image"))
@@ -10,6 +11,14 @@ from edgekd.models import build_model, load_state_dict_file, model_names, parse_
 def test_every_registered_model_builds_and_runs(name, shape):
     model = build_model(name, in_channels=shape[0], num_classes=7, image_size=shape[-1]).eval()
     assert model(torch.randn(2, *shape)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_registered_model_carries_a_tiny_spec_smaller_than_its_default(name):
+    assert parse_spec(card_of(name).tiny)[0] == name
+    tiny = build_model(card_of(name).tiny, card_facts(name))
+    default = build_model(name, card_facts(name))
+    assert sum(p.numel() for p in tiny.parameters()) < sum(p.numel() for p in default.parameters())
 
 
 def test_spec_arguments_are_literals_only():

@@ -10,10 +10,10 @@ import torch
 
 from edgekd.data import load_data
 from edgekd.errors import InputError
-from edgekd.models import build_model
+from edgekd.models import build_model, card_of, model_names
 from edgekd.prune import ChannelPruner, PruneConfig, apply_structure, capture_structure, load_pruned, save_pruned
 
-SPECS = ["resnet_s(width=8)", "mobilenet_s(width_mult=0.5)", "vit_s(dim=32, depth=2)"]
+SPECS = [card_of(name).tiny for name in model_names("image")]  # text models: test_prune_transformers
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ def prune_recipe(make_recipe, workdir, prune: dict, recover_epochs: int = 1) -> 
 
 
 def test_three_pruning_steps_alternate_with_recovery(make_recipe, tmp_path):
-    report = edgekd.compress(prune_recipe(make_recipe, tmp_path / "run", {"target_macs": 0.3, "steps": 3}), quiet=True)
+    report = edgekd.compress(prune_recipe(make_recipe, tmp_path / "run", {"target_macs": 0.3, "steps": 3}), quiet=True).to_json()
     teacher, steps = report["teacher"], report["steps"]
     assert [(s["stage"], s["step"], s["steps"]) for s in steps] == [("prune", 1, 3), ("prune", 2, 3), ("prune", 3, 3)]
     for step in steps:
@@ -31,7 +31,7 @@ def test_three_pruning_steps_alternate_with_recovery(make_recipe, tmp_path):
 
 def test_resume_after_an_interrupted_step_reproduces_the_uninterrupted_run(make_recipe, tmp_path, monkeypatch):
     prune = {"target_params": 0.4, "steps": 3, "importance": "taylor", "round_to": 2, "sparsity": {"reg": 1e-3, "epochs": 1}}
-    reference = edgekd.compress(prune_recipe(make_recipe, tmp_path / "reference", prune), quiet=True)
+    reference = edgekd.compress(prune_recipe(make_recipe, tmp_path / "reference", prune), quiet=True).to_json()
 
     apply = PruneStage.apply
 
@@ -45,7 +45,7 @@ def test_resume_after_an_interrupted_step_reproduces_the_uninterrupted_run(make_
         edgekd.compress(prune_recipe(make_recipe, tmp_path / "resumed", prune), quiet=True)
     monkeypatch.setattr(PruneStage, "apply", apply)
     assert json.loads((tmp_path / "resumed" / "progress.json").read_text())["done"] == [[0, 1], [0, 2]]
-    resumed = edgekd.compress(prune_recipe(make_recipe, tmp_path / "resumed", prune), resume=True, quiet=True)
+    resumed = edgekd.compress(prune_recipe(make_recipe, tmp_path / "resumed", prune), resume=True, quiet=True).to_json()
 
     def numbers(report: dict) -> list[tuple]:
         return [(s["step"], s["accuracy"], s["accuracy_before_recovery"], s["macs"], s["params"], s["prunable_channels"]) for s in report["steps"]]

@@ -13,15 +13,9 @@ from edgekd.models import build_model, card_of, model_names
 from edgekd.outputs import logits_of, run_model
 from edgekd.prune import ChannelPruner, PruneConfig, load_pruned, save_pruned
 from edgekd.prune.attention import AttentionUnit, find_attention
+from tests.conftest import token_facts
 
-VOCAB = 64
-
-
-def facts_for(task: str) -> DataFacts:
-    return DataFacts(
-        inputs="tokens", task=task, vocab_size=VOCAB, max_length=16, pad_id=0, eos_id=2,
-        num_classes=3 if task == "classify" else None, decoder_start_id=0 if task == "seq2seq" else None,
-    )
+VOCAB = token_facts("classify").vocab_size
 
 
 def text_batch(task: str, batch: int = 2) -> dict[str, torch.Tensor]:
@@ -49,7 +43,7 @@ def prune(model: nn.Module, example, fraction: float, **settings) -> tuple[int, 
 def test_every_builtin_text_model_prunes_to_a_target_and_runs(name, hidden):
     task = card_of(name).tasks[0]
     torch.manual_seed(0)
-    model = build_model(card_of(name).tiny, facts_for(task))
+    model = build_model(card_of(name).tiny, token_facts(task))
     example = text_batch(task)
     widths_before = {u.name: (u.heads, u.head_dim, u.output.out_features) for u in units(model, example)}
     start, reached = prune(model, example, 0.5, hidden=hidden)
@@ -69,7 +63,7 @@ def test_every_builtin_text_model_prunes_to_a_target_and_runs(name, hidden):
 
 
 def test_a_pruned_builtin_round_trips_through_the_pickle_free_format(tmp_path):
-    facts = facts_for("causal-lm")
+    facts = token_facts("causal-lm")
     model = build_model("gpt_s(dim=32, depth=2, heads=4)", facts)
     prune(model, text_batch("causal-lm"), 0.5, hidden=True)
     save_pruned(model, tmp_path / "gpt.pt", "gpt_s(dim=32, depth=2, heads=4)", facts)
@@ -82,7 +76,7 @@ def test_a_pruned_builtin_round_trips_through_the_pickle_free_format(tmp_path):
 
 def test_taylor_ranks_heads_and_channels_from_token_gradients():
     task = "causal-lm"
-    model = build_model("gpt_s(dim=32, depth=1, heads=4)", facts_for(task))
+    model = build_model("gpt_s(dim=32, depth=1, heads=4)", token_facts(task))
     example = text_batch(task)
     targets = example["input_ids"].roll(-1, dims=1)
     pruner = ChannelPruner(model, example, PruneConfig(target_params=0.5, importance="taylor"))
@@ -104,7 +98,7 @@ HF = {
 def hf_model(family: str) -> tuple[nn.Module, object, DataFacts]:
     pytest.importorskip("transformers")
     spec, task = HF[family]
-    facts = DataFacts(in_channels=1, num_classes=3, image_size=16) if task == "image" else facts_for(task)
+    facts = DataFacts(in_channels=1, num_classes=3, image_size=16) if task == "image" else token_facts(task)
     torch.manual_seed(0)
     model = build_model(spec, facts)
     example = torch.randn(2, 1, 16, 16) if task == "image" else text_batch(task)
@@ -226,7 +220,7 @@ def test_a_bad_declaration_is_named_with_what_the_model_has():
     x = torch.randn(2, 6, 8)
     with pytest.raises(InputError, match=r"'block.\*.attn' matches no module.*Did you mean"):
         ChannelPruner(CustomTransformer(), x, PruneConfig(target_params=0.5, attention_heads={"block.*.attn": "heads"}))
-    with pytest.raises(InputError, match=r"no int attribute 'head_count'.*Its int attributes: heads, per_head"):
+    with pytest.raises(InputError, match=r"no int attribute 'head_count' holding its head count: unknown int attribute 'head_count'.* Known: heads, per_head\."):
         ChannelPruner(CustomTransformer(), x, PruneConfig(target_params=0.5, attention_heads={"blocks.*.attn": "head_count"}))
     with pytest.raises(InputError, match="module 'head' ran no layers that split into 32 heads"):
         ChannelPruner(CustomTransformer(), x, PruneConfig(target_params=0.5, attention_heads={"head": "in_features"}))

@@ -78,7 +78,7 @@ def test_quantized_layer_round_trip(layer):
     assert all(torch.equal(restored.state_dict()[k], v) for k, v in original.items())
 
 
-@pytest.mark.parametrize("profile", ["ort-x86", "tensorrt"])
+@pytest.mark.parametrize("profile", profiles.names())
 def test_model_round_trip_leaves_nothing_training_only(profile, digits):
     torch.manual_seed(0)
     model = build_model("resnet_s(width=8)", in_channels=1, num_classes=10).eval()

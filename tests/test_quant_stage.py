@@ -44,7 +44,7 @@ def test_qat_then_export_writes_checked_onnx_files_and_resumes(teacher, tmp_path
         {"export": {"opset": 17, "dynamic_batch": True, "stem": "int8"}},  # pinned: the resume below compares files
     ]
     config = recipe(tmp_path / "run", teacher, stages)
-    report = edgekd.compress(config, quiet=True)
+    report = edgekd.compress(config, quiet=True).to_json()
 
     step = report["steps"][0]
     assert step["int8"] is True and step["recovery_epochs"] == 1
@@ -67,7 +67,7 @@ def test_qat_then_export_writes_checked_onnx_files_and_resumes(teacher, tmp_path
     progress = json.loads(progress_file.read_text())
     progress["done"] = progress["done"][:-1]
     progress_file.write_text(json.dumps(progress))
-    resumed = edgekd.compress(config, resume=True, quiet=True)
+    resumed = edgekd.compress(config, resume=True, quiet=True).to_json()
     assert resumed["student"]["onnx"]["int8"]["accuracy"] == files["int8"]["accuracy"]
     assert resumed["student"]["onnx"]["int8"]["parity"]["max_abs_diff"] == pytest.approx(files["int8"]["parity"]["max_abs_diff"])
 
@@ -78,7 +78,7 @@ def test_stem_auto_times_both_candidates_in_deployment_mode_and_ships_the_choice
         {"qat": {"profile": "ort-x86", "calibration_batches": 2}, "recover": {"epochs": 0}},
         {"export": {"stem": "auto", "stem_timing": timing}},
     ]
-    report = edgekd.compress(recipe(tmp_path / "run", teacher, stages), quiet=True)
+    report = edgekd.compress(recipe(tmp_path / "run", teacher, stages), quiet=True).to_json()
     int8 = report["student"]["onnx"]["int8"]
     placement = int8["placement"]
     assert int8["stem"] == placement["choice"] in ("int8", "float") and placement["mode"] == "deployment"
@@ -97,7 +97,7 @@ def test_stem_auto_times_both_candidates_in_deployment_mode_and_ships_the_choice
 
 def test_qat_with_zero_recovery_epochs_only_calibrates(teacher, tmp_path):
     stages = [{"qat": {"profile": "tensorrt", "calibration_batches": 2}, "recover": {"epochs": 0}}]
-    report = edgekd.compress(recipe(tmp_path / "ptq", teacher, stages), quiet=True)
+    report = edgekd.compress(recipe(tmp_path / "ptq", teacher, stages), quiet=True).to_json()
     step = report["steps"][0]
     assert step["int8"] is True and step["recovery_epochs"] == 0 and step["accuracy_before_recovery"] is None
     assert step["accuracy"] > report["teacher"]["accuracy"] - 0.05

@@ -30,7 +30,7 @@ MALFORMED = {
     "alpha above one": (lambda r: r["distill"].update(alpha=1.5), "distill.alpha: must be ≤ 1"),
     "zero temperature": (lambda r: r["distill"].update(temperature=0), "distill.temperature: must be > 0"),
     "unknown top-level key": (lambda r: r.update(stagse=[]), "stagse: unknown field. Did you mean 'stages'"),
-    "unknown stage kind": (lambda r: r["stages"].append({"distil": {}}), "stages[2].distil: unknown stage kind. Did you mean 'distill'"),
+    "unknown stage kind": (lambda r: r["stages"].append({"distil": {}}), "stages[2]: unknown stage kind 'distil'. Did you mean 'distill'?"),
     "typo inside a stage": (lambda r: r["stages"][0]["distill"].update(epoch=3), "stages[0].distill.epoch: unknown field. Did you mean 'epochs'"),
     "missing teacher": (lambda r: r.pop("teacher"), "teacher: required field is missing"),
     "teacher with two sources": (lambda r: r["teacher"].update(checkpoint="t.pt"), "teacher: give exactly one of checkpoint"),

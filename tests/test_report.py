@@ -43,8 +43,8 @@ def test_markdown_has_the_summary_steps_gates_and_linked_plots(written: tuple[Pa
         "# edgekd report · quickstart",
         "| teacher resnet_s(width=16) | 97.50% | 1,234,567 | 23,456 | 91.6 KiB |",
         "| ONNX int8 (student.int8.onnx) | 95.30% |  |  | 8.8 KiB | 2.60× @ batch 1, 3.40× @ batch 64 |",
-        "| stages[0] prune | 3/4 | 84.00% | 96.20% | 600,000 |",
-        "| stages[1] qat (int8) | 1/1 | 94.00% | 95.50% |",
+        "| stages[0] prune | 3/4 | 84.00% | 96.20% | – | 600,000 |",
+        "| stages[1] qat (int8) | 1/1 | 94.00% | 95.50% | 96.10% / 95.80% (passes the teacher) |",
         "3.40× faster at batch 64 (95% CI 3.20–3.60)",
         "| max_accuracy_drop | 2.20 points | ≤ 1.00 points | FAIL |",
         "1 of 4 gates failed: max_accuracy_drop",
@@ -75,6 +75,16 @@ def test_a_run_without_bench_or_gates_gets_only_the_trajectory(tmp_path: Path):
     assert page.count(IMG_TAG) == 1
     assert "Latency" not in page and "Gates" not in page
     assert "Deployed artefact student (PyTorch)" in markdown_path.read_text()
+
+
+def test_the_report_says_how_speed_was_measured_and_names_findings(tmp_path: Path, written: tuple[Path, Path]):
+    paired = written[0].read_text()  # a report without `latency.mode` was timed paired
+    assert "speed measured in paired mode" in paired and "all models measured side by side in one process" in paired
+    report = sample_report()
+    report["latency"].update(mode="deployment", spinning="on", findings=["student.int8 at batch 1, spinning on: bimodal: 4/6 processes at 0.20 ms"])
+    markdown = write_reports(tmp_path, report)[0].read_text()
+    assert "speed measured in deployment mode, spinning on; finding: student.int8 at batch 1, spinning on: bimodal" in markdown
+    assert "deployment mode, spinning on: each model alone in a fresh process per round" in markdown
 
 
 def test_a_fresh_student_distilled_without_before_recovery_points(tmp_path: Path):

@@ -35,8 +35,8 @@ def test_targets_for_each_rationale_position_and_label_source():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"rationale_position": "after"}, r"rationale_position: 'after' is not one of .* Did you mean 'after_label'"),
-    ({"label_source": "llm"}, r"label_source: 'llm' is not one of ground_truth, teacher"),
+    ({"rationale_position": "after"}, r"rationale_position: unknown rationale position 'after'\. Did you mean 'after_label'"),
+    ({"label_source": "llm"}, r"label_source: unknown label source 'llm'\. Known: ground_truth, teacher\."),
     ({"alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
     ({"alpha": 0.5, "rationale_position": "after_label"}, r"alpha weighs the label and rationale tasks of rationale_position: separate"),
     ({"rationale_prefix": "predict: "}, r"prefixes\.rationale 'predict: ' must be non-empty and differ"),

@@ -201,12 +201,13 @@ def test_a_small_encoder_learns_the_generated_sentiment_task(tmp_path):
 @pytest.mark.parametrize(
     "rows, options, message",
     [
-        ([{"review": "good film"}], REVIEWS, r"reviews.jsonl line 1: no field 'sentiment' \(the row has 'review'\)"),
-        ([{"reviews": "good", "sentiment": "pos"}], REVIEWS, r"no field 'review' \(the row has 'reviews', 'sentiment'\). Did you mean 'reviews'"),
+        ([{"review": "good film"}], REVIEWS, r"reviews.jsonl line 1: unknown field 'sentiment'\. Known: review\."),
+        ([{"reviews": "good", "sentiment": "pos"}], REVIEWS, r"unknown field 'review'\. Did you mean 'reviews'\? Known: reviews, sentiment\."),
         ([{"review": "good", "sentiment": "pos", "why": "x"}, {"review": "bad", "sentiment": "neutral", "why": "y"}],
-         {**REVIEWS, "labels": ["pos", "neg"]}, r"reviews.jsonl line 2: label 'neutral' is not in the label set \(data.options.labels: 'pos', 'neg'\)"),
+         {**REVIEWS, "labels": ["pos", "neg"]}, r"reviews.jsonl line 2: unknown label 'neutral'\..* Known: neg, pos\. \(The label set: data.options.labels\.\)"),
         ([{"review": "good " * 40, "sentiment": label, "why": ""} for label in ("pos", "neg") * 10], {**REVIEWS, "max_length": 16, "truncation": False},
          r"reviews.jsonl line 1: field 'review' is \d+ tokens, longer than max_length \(16\) and data.options.truncation is off"),
+        ([{"review": None, "sentiment": "pos", "why": ""}], REVIEWS, r"reviews.jsonl line 1: field 'review' is null"),
         ([{"review": ["good", "film"], "sentiment": "pos", "why": ""}], REVIEWS,
          r"reviews.jsonl line 1: field 'review' holds list \['good', 'film'\]; text fields hold text"),
         ([*review_rows(20), {"review": " ", "sentiment": "pos", "why": ""}], REVIEWS,
@@ -229,7 +230,7 @@ def test_an_over_long_generation_example_is_refused_with_truncation_off(tmp_path
 def test_a_test_label_unseen_in_training_is_named(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", review_rows(40))
     write_jsonl(tmp_path / "test.jsonl", [{"review": "fine film", "sentiment": "mixed", "why": ""}])
-    with pytest.raises(InputError, match=r"test.jsonl line 1: label 'mixed' is not in the label set \(the training rows' labels"):
+    with pytest.raises(InputError, match=r"test.jsonl line 1: unknown label 'mixed'\..* \(The label set: the training rows' labels\.\)"):
         load_data("text", seed=0, root=str(tmp_path), options=REVIEWS)
 
 
@@ -263,7 +264,7 @@ def test_empty_and_malformed_files_and_options_are_named(tmp_path):
         load_data("text", seed=0, root=str(tmp_path / "broken.jsonl"), options=REVIEWS)
     with pytest.raises(InputError, match="does not exist"):
         load_data("text", seed=0, root=str(tmp_path / "missing.jsonl"), options=REVIEWS)
-    with pytest.raises(InputError, match=r"data.options.max_len: Extra inputs are not permitted.*Did you mean 'max_length'"):
+    with pytest.raises(InputError, match=r"data.options: unknown text data option 'max_len'\. Did you mean 'max_length'"):
         load_data("text", seed=0, root=str(tmp_path / "empty.jsonl"), options={"max_len": 8})
     with pytest.raises(InputError, match="layout seq2seq needs a target field"):
         load_data("text", seed=0, root=str(tmp_path / "empty.jsonl"), options={"task": "generate", "layout": "seq2seq"})

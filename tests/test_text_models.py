@@ -11,22 +11,15 @@ from edgekd.errors import InputError
 from edgekd.facts import DataFacts
 from edgekd.models import build_model, card_of, model_names
 from edgekd.outputs import run_model
+from tests.conftest import card_facts
 
 TEXT_MODELS = model_names("tokens")
-VOCAB, PAD = 50, 0
-
-
-def facts_for(name: str) -> DataFacts:
-    task = card_of(name).tasks[0]
-    return DataFacts(
-        inputs="tokens", task=task, vocab_size=VOCAB, max_length=16, pad_id=PAD, eos_id=2,
-        num_classes=3 if task == "classify" else None, decoder_start_id=PAD if task == "seq2seq" else None,
-    )
+VOCAB, PAD = card_facts(TEXT_MODELS[0]).vocab_size, card_facts(TEXT_MODELS[0]).pad_id
 
 
 def tiny(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(card_of(name).tiny, facts_for(name)).eval()
+    return build_model(card_of(name).tiny, card_facts(name)).eval()
 
 
 def batch(name: str, ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -99,7 +92,7 @@ def test_a_sequence_longer_than_max_length_is_refused_with_the_fix(name):
 
 def test_a_text_model_built_for_the_wrong_task_says_which_models_fit():
     with pytest.raises(InputError, match="'t5_s' takes tokens inputs for seq2seq, but the data gives tokens inputs for classify"):
-        build_model("t5_s", facts_for("bert_s"))
+        build_model("t5_s", card_facts("bert_s"))
     with pytest.raises(InputError, match="for image: cnn"):
         build_model("gpt_s", in_channels=1, num_classes=10)
 

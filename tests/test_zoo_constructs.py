@@ -83,7 +83,7 @@ def test_pruning_multihead_attention_removes_the_same_dimensions_from_every_head
     assert parity(model, path, [images(32, 1)], min_agreement=0.999)["agreement"] == 1.0
 
 
-@pytest.mark.parametrize("profile", ["ort-x86", "tensorrt"])
+@pytest.mark.parametrize("profile", profiles.names())
 def test_multihead_attention_stays_float_in_a_quantized_model_that_exports_and_matches(profile, tmp_path):
     model = token_mixer()
     quantized = insert_fake_quant(model, profiles.get(profile), batches_per_epoch=1)

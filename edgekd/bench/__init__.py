@@ -11,7 +11,7 @@
 `benchmark` runs in deployment mode by default: each model alone in a fresh process per round,
 with ONNX Runtime's default session options but for what is set (`threads`, `spinning`).
 `mode="paired"` times the models interleaved in this one process instead (A/B comparisons,
-nn.Modules). `edgekd.bench.command.bench_command` is the `edgekd bench` CLI command."""
+nn.Modules). `edgekd bench` (edgekd/cli/bench.py) is the command over it."""
 
 from edgekd.bench.backends import Backend, BackendOptions, Runner, backends
 from edgekd.bench.environment import environment

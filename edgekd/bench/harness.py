@@ -42,6 +42,7 @@ from edgekd.bench.roofline import count_macs, efficiency, peak_gmacs
 from edgekd.bench.stats import Ratio, median_ratio, summarize
 from edgekd.bench.timing import Timing, TimingSettings, measure
 from edgekd.errors import InputError
+from edgekd.registry import unknown_name
 
 PROFILE_RUNS = 10
 JETSON_MIN_PASS_S = 1.0
@@ -117,7 +118,7 @@ def benchmark(
     if not models:
         raise InputError("no models to bench: give at least one ONNX file (or nn.Module)")
     if mode not in MODES:
-        raise InputError(f"bench mode {mode!r} is not one of {', '.join(MODES)}")
+        raise InputError(unknown_name("bench mode", mode, MODES))
     conditions = spinning_conditions(spinning, mode)
     if mode == "paired":
         _check_paired_spinning(conditions, len(models))
@@ -143,9 +144,11 @@ def spinning_conditions(spinning: str | Sequence[str] | None, mode: str) -> tupl
     parts = spinning.split(",") if isinstance(spinning, str) else list(spinning)
     names = [p.strip() for p in parts if p.strip()]
     conditions = tuple(dict.fromkeys(c for name in names for c in (("on", "off") if name == "both" else (name,))))
-    bad = [c for c in conditions if c not in SPINNING_MODES]
-    if bad or not conditions:
+    if not conditions:
         raise InputError(f"spinning {spinning!r}: give one or more of {', '.join(SPINNING_MODES)}, or 'both' (on and off)")
+    for condition in conditions:
+        if condition not in SPINNING_MODES:
+            raise InputError(unknown_name("spinning mode", condition, (*SPINNING_MODES, "both")))
     return conditions
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import InputError
-from edgekd.registry import close_matches
+from edgekd.registry import unknown_name
 
 Dim = int | str | None
 
@@ -114,10 +114,7 @@ class InputPlan:
         known = sorted({spec.name for specs in specs_by_model.values() for spec in specs})
         for name in self.shapes:
             if name not in known:
-                raise InputError(
-                    f"--input-shape {name}=…: no model has an input named {name!r}."
-                    f"{close_matches(name, known)} Inputs: {', '.join(known)}."
-                )
+                raise InputError(f"--input-shape {name}=…: {unknown_name('model input', name, known)}")
 
     def to_json(self) -> dict[str, Any]:
         shapes = {name: list(shape) for name, shape in self.shapes.items()}

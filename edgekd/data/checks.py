@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgekd.errors import InputError
-from edgekd.registry import close_matches
+from edgekd.registry import unknown_name
 
 Arrays = tuple[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"]
 
@@ -161,13 +161,15 @@ def check_rows(source: str, rows: Sequence[dict[str, Any]], fields: Sequence[str
     if not rows:
         raise InputError(f"text data {source!r} holds no rows")
     for index, row in enumerate(rows):
-        missing = [name for name in fields if name not in row or row[name] is None]
+        missing = [name for name in fields if name not in row]
         if missing:
-            have = sorted(row)
             raise InputError(
-                f"{where(index)}: no field {missing[0]!r} (the row has {', '.join(map(repr, have))})."
-                f"{close_matches(missing[0], have)} Name the fields with data.options.input / label / target / extras."
+                f"{where(index)}: {unknown_name('field', missing[0], row)} Name the row's fields with data.options.input / label "
+                "/ target / extras."
             )
+        empty = [name for name in fields if row[name] is None]
+        if empty:
+            raise InputError(f"{where(index)}: field {empty[0]!r} is null; give it a value or drop the row")
         for name in text_fields:
             if not isinstance(row[name], (str, int, float)) or isinstance(row[name], bool):
                 raise InputError(f"{where(index)}: field {name!r} holds {type(row[name]).__name__} {row[name]!r}; text fields hold text")

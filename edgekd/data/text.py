@@ -46,7 +46,7 @@ from edgekd.data.registry import datasets
 from edgekd.data.tokenizer import TextTokenizer, TokenizerTraining, load_tokenizer, train_tokenizer
 from edgekd.errors import InputError
 from edgekd.facts import IGNORE_INDEX, DataFacts
-from edgekd.registry import close_matches
+from edgekd.registry import unknown_name
 
 SUFFIXES = (".jsonl", ".csv")
 
@@ -114,12 +114,13 @@ def text_options(options: dict[str, Any] | TextOptions) -> TextOptions:
     try:
         return TextOptions(**options)
     except ValidationError as exc:
-        known = list(TextOptions.model_fields)
         problems = []
         for error in exc.errors():
             path = ".".join(str(p) for p in error["loc"])
-            hint = close_matches(str(error["loc"][0]), known) if error["type"] == "extra_forbidden" else ""
-            problems.append(f"data.options.{path}: {error['msg']}.{hint}" if path else f"data.options: {error['msg']}")
+            if error["type"] == "extra_forbidden":
+                problems.append(f"data.options: {unknown_name('text data option', str(error['loc'][0]), TextOptions.model_fields)}")
+            else:
+                problems.append(f"data.options.{path}: {error['msg']}." if path else f"data.options: {error['msg']}.")
         raise InputError("text dataset options are not valid: " + " ".join(problems)) from None
 
 
@@ -368,10 +369,7 @@ def _label_set(options: TextOptions, train: TextSplit, test: TextSplit | None) -
             value = str(row[options.label])
             if value not in known:
                 origin = "data.options.labels" if options.labels is not None else "the training rows' labels"
-                raise InputError(
-                    f"{split.where(index)}: label {value!r} is not in the label set ({origin}: "  # type: ignore[union-attr]
-                    f"{', '.join(map(repr, labels))}).{close_matches(value, labels)}"
-                )
+                raise InputError(f"{split.where(index)}: {unknown_name('label', value, labels)} (The label set: {origin}.)")  # type: ignore[union-attr]
     if len(labels) < 2:
         raise InputError(f"{train.source}: classification needs at least 2 labels, found {labels}")
     return labels

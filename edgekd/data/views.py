@@ -8,16 +8,13 @@ A teacher and a student can read different views (cross-modal distillation):
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from edgekd.config import StrictModel
 from edgekd.registry import load_callable
-from edgekd.stage import StrictModel
-
-View = Callable[[torch.Tensor], torch.Tensor]
+from edgekd.stage import View
 
 
 class ViewSpec(StrictModel):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from edgekd.data.rationales import write_jsonl
+from edgekd.registry import unknown_name
 
 FAMILIES = ("shopping", "sharing", "rates", "comparison", "combined")
 
@@ -394,9 +395,9 @@ def templates(names: Sequence[str] | None = None) -> tuple[Template, ...]:
     by_id = {t.id: t for t in TEMPLATES}
     if names is None:
         return TEMPLATES
-    unknown = [n for n in names if n not in by_id]
-    if unknown:
-        raise KeyError(f"unknown word-problem template(s) {unknown}; known: {sorted(by_id)}")
+    for name in names:
+        if name not in by_id:
+            raise KeyError(unknown_name("word-problem template", name, by_id))
     return tuple(by_id[n] for n in names)
 
 

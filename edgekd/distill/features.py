@@ -78,6 +78,7 @@ class FeatureMatching(Term):
     """Match student feature maps to the teacher's through adapters (kept out of the student)."""
 
     Config = FeatureConfig
+    example = {"pairs": [["features.3", "layers.1"]]}
     adapter_kernel = 1
 
     def __init__(self, config: FeatureConfig, phase: Phase):  # type: ignore[override]
@@ -128,6 +129,7 @@ class FitNetsHint(FeatureMatching):
     hint loss, which trains the student up to the guided layer (and the regressor)."""
 
     Config = HintConfig  # type: ignore[assignment]
+    example = {"student_layer": "features.3", "teacher_layer": "layers.1"}
     adapter_kernel = 3
 
     def __init__(self, config: HintConfig, phase: Phase):  # type: ignore[override]
@@ -164,6 +166,7 @@ class AttentionTransfer(Term):
     """Zagoruyko & Komodakis: (β/2)·Σ‖Q_S/‖Q_S‖ − Q_T/‖Q_T‖‖² over layer pairs; β is the term's weight."""
 
     Config = AttentionConfig
+    example = {"weight": 10, "pairs": [["features.3", "layers.1"]]}
 
     def __init__(self, config: AttentionConfig, phase: Phase):  # type: ignore[override]
         super().__init__(config, phase)

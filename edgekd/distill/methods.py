@@ -13,24 +13,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgekd.data.views import View, identity
+from edgekd.distill.cache import SoftLabelCache
 from edgekd.distill.config import DistillConfig, TermConfig
-from edgekd.distill.losses import kd_loss
+from edgekd.distill.losses import kd_loss, soft_weights
+from edgekd.distill.registry import methods
 from edgekd.distill.taps import FeatureTaps
 from edgekd.errors import InputError
-from edgekd.registry import Registry
 
 if TYPE_CHECKING:
     from edgekd.distill.config import TeacherConfig
 
-methods: Registry = Registry("distillation method")
 
 class ModelSource(Protocol):
     """What the runner offers the terms that need more models than student and teacher."""
@@ -57,10 +56,17 @@ class Phase:
     student_taps: list[str] = field(default_factory=list)
     teacher_taps: list[str] = field(default_factory=list)
     student_input_taps: list[str] = field(default_factory=list)
-    # The teacher's logits for every training sample, precomputed (see Run.teacher_logits).
-    teacher_logits_cache: Callable[[], np.ndarray] | None = None
+    # The teacher's logits for every training sample and view, computed once (see Run.soft_labels).
+    soft_labels: Callable[[], SoftLabelCache] | None = None
     # What runs the student's forward pass in training: the student, or its DDP wrapper.
     student_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # How far the phase has trained, 0 (first batch) to 1 (last): what α schedules follow.
+    progress: float = 0.0
+
+    @property
+    def alpha(self) -> float:
+        """The soft-target weight α at this point of the phase (`alpha`, or on its way to `alpha_end`)."""
+        return self.config.alpha_at(self.progress)
 
     def require_teacher(self, method: str) -> nn.Module:
         if self.teacher is None:
@@ -74,10 +80,16 @@ class Phase:
 
 
 class Batch:
-    """One batch as the terms see it: each model's view, logits and taps, computed at most once."""
+    """One batch as the terms see it: each model's view, logits and taps, computed at most once.
 
-    def __init__(self, objective: Objective, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None):
-        self.objective, self.x, self.y, self.index = objective, x, y, index
+    `y` holds class indices, or class probabilities after mixup/cutmix; `index` the samples'
+    positions in the training split and `view` the augmented view they come from (the keys of
+    the teacher's cached soft labels)."""
+
+    def __init__(
+        self, objective: Objective, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None, view: int | None = None,
+    ):
+        self.objective, self.x, self.y, self.index, self.view = objective, x, y, index, view
 
     @cached_property
     def student_input(self) -> torch.Tensor:
@@ -94,9 +106,9 @@ class Batch:
 
     @cached_property
     def teacher_logits(self) -> torch.Tensor:
-        cached = self.objective.cached_teacher_logits
+        cached = self.objective.cached_soft_labels
         if cached is not None and self.index is not None:
-            return torch.from_numpy(cached[self.index.numpy()]).to(self.x.device, torch.float32)
+            return cached.logits(self.view, self.index).to(self.x.device)
         teacher = self.objective.phase.teacher
         assert teacher is not None
         with torch.no_grad():
@@ -119,6 +131,9 @@ class Term:
     """Base of every method: plain cross-entropy on the student's logits."""
 
     Config: type[TermConfig] = TermConfig
+    # Settings of a working term for a built-in cnn student and resnet_s teacher (their layer
+    # paths): what the registry-driven tests train every registered method with.
+    example: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: TermConfig, phase: Phase):
         self.config = config
@@ -152,17 +167,24 @@ methods.register(Term, name="ce")
 
 @methods.register(name="kd")
 class ResponseKD(Term):
-    """Hinton soft targets: (1-α)·CE + α·T²·KL(p_T ‖ p_S); the teacher in eval mode, under no_grad."""
+    """Hinton soft targets: (1-α)·CE + α·T²·KL(p_T ‖ p_S); the teacher in eval mode, under no_grad.
+    α follows the phase's schedule and `kd_on` weights it per sample."""
 
     def __init__(self, config: TermConfig, phase: Phase):
         super().__init__(config, phase)
-        if phase.config.alpha > 0:
+        if phase.config.uses_soft_targets:
             phase.require_teacher(config.method)
 
+    def target_logits(self, batch: Batch) -> torch.Tensor:
+        return batch.teacher_logits
+
     def loss(self, batch: Batch) -> torch.Tensor:
-        settings = self.phase.config
-        teacher_logits = batch.teacher_logits if settings.alpha > 0 else batch.student_logits
-        return kd_loss(batch.student_logits, teacher_logits, batch.y, settings.temperature, settings.alpha)
+        settings, alpha = self.phase.config, self.phase.alpha
+        if alpha == 0:
+            return F.cross_entropy(batch.student_logits, batch.y)
+        target = self.target_logits(batch)
+        weights = soft_weights(target, batch.y, settings.kd_on)
+        return kd_loss(batch.student_logits, target, batch.y, settings.temperature, alpha if weights is None else alpha * weights)
 
 
 class Objective:
@@ -205,15 +227,15 @@ class Objective:
         self.close()
 
     @cached_property
-    def cached_teacher_logits(self) -> np.ndarray | None:
-        """The precomputed teacher logits, when the phase offers them and no term reads teacher features
+    def cached_soft_labels(self) -> SoftLabelCache | None:
+        """The teacher's precomputed logits, when the phase offers them and no term reads teacher features
         (those need the live forward pass anyway, so the cache would save nothing)."""
-        if self.phase.teacher_logits_cache is None or self.phase.teacher_taps:
+        if self.phase.soft_labels is None or self.phase.teacher_taps:
             return None
-        return self.phase.teacher_logits_cache()
+        return self.phase.soft_labels()
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        batch = Batch(self, x, y, index)
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None, view: int | None = None) -> torch.Tensor:
+        batch = Batch(self, x, y, index, view)
         return sum(term.config.weight * term.loss(batch) for term in self.terms)  # type: ignore[return-value]
 
     def pretrain_epochs(self) -> int:

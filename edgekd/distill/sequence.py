@@ -40,9 +40,10 @@ from torch import nn
 
 from edgekd.decoding import Generation, NextTokenLogits, greedy_decode
 from edgekd.distill.prompting import Generate
-from edgekd.distill.stepbystep import Architecture, Tokens
+from edgekd.distill.stepbystep import Architecture, Tokens, check_architecture
 from edgekd.errors import InputError
 from edgekd.outputs import logits_of, run_model
+from edgekd.registry import unknown_name
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 DIVERGENCES: tuple[str, ...] = get_args(Divergence)
@@ -63,7 +64,7 @@ def token_divergence(
     leading shape (None: every position). The teacher may be given as log-probabilities
     (e.g. a top-k cache's reconstruction): softmax treats them like logits."""
     if divergence not in DIVERGENCES:
-        raise InputError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
+        raise InputError(unknown_name("divergence", divergence, DIVERGENCES))
     if not 0.0 <= beta <= 1.0:
         raise InputError(f"beta must lie in [0, 1], got {beta}")
     if temperature <= 0:
@@ -144,8 +145,7 @@ def greedy_generate_fn(model: nn.Module, tokens: Tokens, architecture: Architect
     it serves any model called with Hugging Face's keyword inputs, built-in ones without `.generate`
     too, and decodes exactly as ONNX Runtime does on the exported file. Sources are encoded as
     `encode_pairs` encodes them (a seq2seq source ends in EOS); outputs stop before EOS."""
-    if architecture not in ("decoder", "seq2seq"):
-        raise InputError(f"architecture must be decoder or seq2seq, not {architecture!r}")
+    check_architecture(architecture)
 
     def run(prompts: list[str]) -> list[str]:
         suffix = [tokens.eos_id] if architecture == "seq2seq" else []

@@ -5,7 +5,8 @@ its body is a distillation block merged over the recipe's default `distill:`."""
 
 from __future__ import annotations
 
-from edgekd.stage import Stage, StrictModel, stages
+from edgekd.config import StrictModel
+from edgekd.stage import Stage, stages
 
 
 class NoSettings(StrictModel):
@@ -16,3 +17,4 @@ class NoSettings(StrictModel):
 class DistillStage(Stage):
     Config = NoSettings
     body_is_recovery = True
+    example = {"epochs": 1}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, Literal, NamedTuple, Sequence
+from typing import Callable, Literal, NamedTuple, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -30,18 +30,25 @@ from torch import nn
 from edgekd.data.rationales import RationaleExample
 from edgekd.distill.prompting import Generate
 from edgekd.errors import InputError
-from edgekd.registry import close_matches
+from edgekd.registry import unknown_name
 
 RATIONALE_POSITIONS = ("separate", "before_label", "after_label")
 LABEL_SOURCES = ("ground_truth", "teacher")
 DEFAULT_ALPHA = 0.5
 
 Architecture = Literal["decoder", "seq2seq"]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+
+
+def check_architecture(architecture: str) -> None:
+    """Text models come as a decoder or as a seq2seq (encoder-decoder) pair."""
+    if architecture not in ARCHITECTURES:
+        raise InputError(unknown_name("architecture", architecture, ARCHITECTURES))
 
 
 def _choice(value: str, allowed: Sequence[str], field_name: str) -> None:
     if value not in allowed:
-        raise InputError(f"{field_name}: {value!r} is not one of {', '.join(allowed)}.{close_matches(value, list(allowed))}")
+        raise InputError(f"{field_name}: {unknown_name(field_name.replace('_', ' '), value, allowed)}")
 
 
 @dataclass(frozen=True)
@@ -201,8 +208,7 @@ def encode_pairs(
 ) -> TokenBatch:
     """Right-padded tensors for one task's pairs. A decoder reads `source + target + eos` shifted by one;
     a seq2seq model reads `source + eos` and is taught `target + eos`."""
-    if architecture not in ("decoder", "seq2seq"):
-        raise InputError(f"architecture must be decoder or seq2seq, not {architecture!r}")
+    check_architecture(architecture)
     inputs, targets, masks, decoder_inputs = [], [], [], []
     for index, (source, target, _) in enumerate(pairs):
         src, tgt = tokens.encode(source), tokens.encode(target) + [tokens.eos_id]

@@ -22,6 +22,7 @@ from edgekd.distill.losses import kd_loss
 from edgekd.distill.methods import Batch, Phase, ResponseKD, Term, methods
 from edgekd.distill.taps import classifier_path
 from edgekd.errors import InputError
+from edgekd.models.spec import ModelSpec
 
 
 def soft_kl(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -52,6 +53,7 @@ class MutualLearning(Term):
     weights to the student at the end of the phase."""
 
     Config = MutualConfig
+    example = {"peers": 1}
 
     def __init__(self, config: MutualConfig, phase: Phase):  # type: ignore[override]
         super().__init__(config, phase)
@@ -124,6 +126,7 @@ class SelfDistillation(Term):
     head's soft targets and, through its bottleneck, from the deepest feature (the classifier's input)."""
 
     Config = SelfConfig
+    example = {"heads": ["features.1"]}
 
     def __init__(self, config: SelfConfig, phase: Phase):  # type: ignore[override]
         super().__init__(config, phase)
@@ -146,7 +149,7 @@ class SelfDistillation(Term):
         total = 0.0
         for head, path in zip(self.heads, config.heads):  # type: ignore[attr-defined]
             embedded, logits = head(batch.student_feature(path))
-            total = total + kd_loss(logits, deepest_logits, batch.y, settings.temperature, settings.alpha)
+            total = total + kd_loss(logits, deepest_logits, batch.y, settings.temperature, self.phase.alpha)
             total = total + config.feature_weight * F.mse_loss(embedded, deepest_feature)  # type: ignore[attr-defined]
         return total / len(self.heads)  # type: ignore[return-value]
 
@@ -158,7 +161,7 @@ class SelfDistillation(Term):
 
 
 class AssistantConfig(TermConfig):
-    assistant: str | None = None
+    assistant: ModelSpec | None = None
     assistant_macs: float | None = Field(None, gt=0, lt=1)
     assistant_epochs: int = Field(5, ge=0)
 
@@ -176,17 +179,16 @@ class TeacherAssistant(ResponseKD):
     builds each assistant once per run and caches it in the workdir."""
 
     Config = AssistantConfig
+    example = {"assistant": "cnn(width=6)", "assistant_epochs": 1}
 
     def __init__(self, config: AssistantConfig, phase: Phase):  # type: ignore[override]
         phase.require_teacher(config.method)
         self.assistant = phase.require_source(config.method).assistant(config).eval()
         super().__init__(config, phase)
 
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def target_logits(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
-            assistant_logits = self.assistant(batch.teacher_input)
-        settings = self.phase.config
-        return kd_loss(batch.student_logits, assistant_logits, batch.y, settings.temperature, settings.alpha)
+            return self.assistant(batch.teacher_input)
 
 
 class MultiTeacherConfig(TermConfig):
@@ -209,6 +211,7 @@ class MultiTeacher(Term):
     or per-sample confidence weights (a softmax over each teacher's negative cross-entropy on the label)."""
 
     Config = MultiTeacherConfig
+    example = {"teachers": [{"model": "cnn(width=6)", "train": {"epochs": 1}}]}
 
     def __init__(self, config: MultiTeacherConfig, phase: Phase):  # type: ignore[override]
         super().__init__(config, phase)
@@ -232,7 +235,7 @@ class MultiTeacher(Term):
             return (weights * probs).sum(0)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        alpha = self.phase.config.alpha
+        alpha = self.phase.alpha
         soft = soft_kl(batch.student_logits, self.target(batch), self.phase.config.temperature)
         return (1 - alpha) * F.cross_entropy(batch.student_logits, batch.y) + alpha * soft
 

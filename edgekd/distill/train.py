@@ -10,6 +10,7 @@ from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from edgekd.data.augment import TrainBatches
 from edgekd.distill.config import TrainConfig
 from edgekd.distill.methods import Objective
 from edgekd.distributed import Distributed
@@ -79,8 +80,11 @@ def _check_weights(model: nn.Module, description: str, epoch: int, lr: float, pr
         raise TrainingDiverged(f"{description}: the outputs became NaN or infinite after the last update of epoch {epoch} (the weights overflow).", lr)
 
 
+Batches = DataLoader | TrainBatches
+
+
 def _pretrain(
-    student: nn.Module, objective: Objective, loader: DataLoader, config: TrainConfig, device: torch.device,
+    student: nn.Module, objective: Objective, loader: Batches, config: TrainConfig, device: torch.device,
     description: str, dist: Distributed,
 ) -> None:
     """A warm-up on the terms' own losses (FitNets stage 1); parameters they don't reach keep no gradient
@@ -100,16 +104,19 @@ def _pretrain(
         _check_weights(student, f"{description} (stage 1)", epoch, config.optimizer.lr)
 
 
-def _start_epoch(loader: DataLoader, epoch: int) -> None:
-    """A distributed sampler reshuffles per epoch only when told which epoch it is."""
-    if isinstance(loader.sampler, DistributedSampler):
+def _start_epoch(loader: Batches, epoch: int) -> None:
+    """A distributed sampler reshuffles per epoch only when told which epoch it is; training
+    batches also pick the epoch's augmented view."""
+    if isinstance(loader, TrainBatches):
+        loader.set_epoch(epoch)
+    elif isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
 
 
 def fit(
     student: nn.Module,
     objective: Objective,
-    loader: DataLoader,
+    loader: Batches,
     config: TrainConfig,
     *,
     device: torch.device,
@@ -123,9 +130,9 @@ def fit(
 ) -> list[float]:
     """Train `student` in place with `objective` for `config.epochs`; returns each epoch's mean loss.
 
-    The learning-rate schedule spans `config.epochs` even when `stop_after_epoch` ends training
-    early (an early-stopped teacher is the full run, cut short). The loader's seeded generator
-    fixes the batch order. The objective is closed (hooks removed) however the loop ends.
+    The learning-rate schedule (and an α schedule) spans `config.epochs` even when `stop_after_epoch`
+    ends training early (an early-stopped teacher is the full run, cut short). The loader's seeded
+    generator fixes the batch order; `TrainBatches` also fix each epoch's augmented view. The objective is closed (hooks removed) however the loop ends.
     `precision` bf16/fp16 trains under autocast (fp16 with a gradient scaler); `channels_last`
     moves the student and its inputs to NHWC. With `dist` (several ranks) the student trains
     inside a fresh DistributedDataParallel wrapper and the objective's own parts have their
@@ -153,13 +160,15 @@ def fit(
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         student.train()
         objective.phase.student_forward = dist.wrap(student)
+        last_step = max(config.epochs * len(loader) - 1, 1)
         for epoch in range(1, epochs + 1):
             _start_epoch(loader, epoch)
             running = 0.0
-            for batch, (x, y, *index) in enumerate(loader, 1):
+            for batch, (x, y, *keys) in enumerate(loader, 1):
+                objective.phase.progress = ((epoch - 1) * len(loader) + batch - 1) / last_step
                 x = x.to(device, non_blocking=True, memory_format=memory_format)
                 with autocast:
-                    loss = objective(x, y.to(device, non_blocking=True), *index)
+                    loss = objective(x, y.to(device, non_blocking=True), *keys)
                 value = dist.mean(loss.item(), device)
                 _check_finite(value, description, epoch, batch, config.optimizer.lr)
                 optimizer.zero_grad(set_to_none=True)

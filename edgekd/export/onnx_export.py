@@ -28,7 +28,7 @@ import onnx
 import torch
 from torch import nn
 
-from edgekd import __version__
+from edgekd.version import __version__
 from edgekd.errors import EdgekdError, InputError
 from edgekd.files import write_atomic
 from edgekd.export.qdq import finish_qdq

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -22,7 +22,8 @@ from edgekd.bench import benchmark
 from edgekd.bench.deployment import ratio_between
 from edgekd.bench.result import DeployedCase
 from edgekd.export.runtime import layout_changes
-from edgekd.stage import StrictModel
+from edgekd.config import StrictModel
+from edgekd.records import StemPlacement, StemTimingCell
 
 RULE = "float stem only if faster than the int8 stem in every round, at every batch size and spinning setting (deployment mode)"
 
@@ -31,7 +32,7 @@ class StemTiming(StrictModel):
     """How `stem: auto` times the two candidate files."""
 
     rounds: int = Field(4, ge=2)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 64], min_length=1)
     threads: int | None = Field(None, ge=1)
     spinning: list[Literal["on", "off", "stop"]] = Field(default_factory=lambda: ["on"], min_length=1)
     warmup_s: float = Field(0.2, ge=0)
@@ -39,8 +40,8 @@ class StemTiming(StrictModel):
     with_teacher: bool = True
 
 
-def choose_stem(files: Mapping[str, Path], teacher: Path | None, timing: StemTiming) -> tuple[str, dict[str, Any]]:
-    """("int8" or "float", the record for the report) from timing `files` {"int8": …, "float": …}."""
+def choose_stem(files: Mapping[str, Path], teacher: Path | None, timing: StemTiming) -> StemPlacement:
+    """The stem to ship, "int8" or "float", with the timings of `files` {"int8": …, "float": …} that chose it."""
     rotation = ([teacher] if teacher and timing.with_teacher else []) + [files["int8"], files["float"]]
     result = benchmark(
         rotation, rounds=timing.rounds, batch_sizes=tuple(timing.batch_sizes), threads=timing.threads,
@@ -53,21 +54,12 @@ def choose_stem(files: Mapping[str, Path], teacher: Path | None, timing: StemTim
         for batch in timing.batch_sizes:
             int8, float_ = (result.case(name, batch, condition) for name in (int8_name, float_name))
             assert isinstance(int8, DeployedCase) and isinstance(float_, DeployedCase)
-            cells[f"spinning {condition}, batch {batch}"] = {
-                "int8_ms": int8.median_ms,
-                "float_ms": float_.median_ms,
-                "float_vs_int8": ratio_between(float_, int8).to_json(),
-            }
-    float_wins = all(cell["float_vs_int8"]["ci_high"] < 1 for cell in cells.values())
-    record = {
-        "choice": "float" if float_wins else "int8",
-        "rule": RULE,
-        "mode": "deployment",
-        "rounds": timing.rounds,
-        "threads": timing.threads,
-        "rotation": [model.name for model in result.models],
-        "timings": cells,
-        "findings": result.findings,
-        "layout_changes": {kind: layout_changes(path) for kind, path in files.items()},
-    }
-    return record["choice"], record
+            cells[f"spinning {condition}, batch {batch}"] = StemTimingCell(
+                int8_ms=int8.median_ms, float_ms=float_.median_ms, float_vs_int8=ratio_between(float_, int8).to_json()
+            )
+    float_wins = all(cell.float_vs_int8["ci_high"] < 1 for cell in cells.values())
+    return StemPlacement(
+        choice="float" if float_wins else "int8", rule=RULE, mode="deployment", rounds=timing.rounds, threads=timing.threads,
+        rotation=[model.name for model in result.models], timings=cells, findings=result.findings,
+        layout_changes={kind: layout_changes(path) for kind, path in files.items()},
+    )  # fmt: skip

@@ -18,22 +18,20 @@ from __future__ import annotations
 
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import Iterator, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from edgekd.data.views import View
+from edgekd.config import StrictModel
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.placement import StemTiming, choose_stem
 from edgekd.export.runtime import onnx_accuracy, parity
 from edgekd.quant.graph import float_stem, quant_schedule, stem_layers, to_float
 from edgekd.quant.profiles import profiles
-from edgekd.stage import Stage, StepResult, StrictModel, stages
-
-if TYPE_CHECKING:
-    from edgekd.run import Run
+from edgekd.records import Artefacts, OnnxFile, Parity, StemPlacement, StudentFiles, TeacherFiles
+from edgekd.stage import Role, Stage, StageContext, StepResult, View, stages
 
 
 class ParityThresholds(StrictModel):
@@ -64,18 +62,20 @@ class ExportStage(Stage):
     Config = ExportConfig
     config: ExportConfig
     compresses = False
+    provides = ("onnx",)
 
-    def apply(self, run: Run, step: int) -> StepResult:
-        student = run.student
+    def apply(self, ctx: StageContext, step: int) -> StepResult:
+        student = ctx.student
         quantized = quant_schedule(student) is not None
         float_student = to_float(student) if quantized else student
-        teacher = self._write(run, run.teacher, run.teacher_view, "teacher.onnx", "fp32", check_parity=False)
-        files = {"fp32": self._write(run, float_student, run.student_view, "student.onnx", "fp32")}
+        # The teacher first: `stem: auto` times the candidate int8 files with the teacher in the rotation.
+        teacher = self._write(ctx, ctx.teacher, "teacher", "teacher.onnx", "fp32", check_parity=False)
+        files = {"fp32": self._write(ctx, float_student, "student", "student.onnx", "fp32")}
         if quantized:
-            files["int8"] = self._write_int8(run, student)
-        return StepResult(report={"teacher": {"onnx": teacher}, "student": {"onnx": files}})
+            files["int8"] = self._write_int8(ctx, student)
+        return StepResult(artefacts=Artefacts(teacher=TeacherFiles(onnx=teacher), student=StudentFiles(onnx=files)))
 
-    def _write_int8(self, run: Run, student: nn.Module) -> dict[str, Any]:
+    def _write_int8(self, ctx: StageContext, student: nn.Module) -> OnnxFile:
         """student.int8.onnx, its stem in the precision `stem` picks (module docstring)."""
         schedule = quant_schedule(student)
         assert schedule is not None
@@ -83,52 +83,51 @@ class ExportStage(Stage):
         candidates = {"int8": student}
         if stem_layers(student, profile):
             candidates["float"] = float_stem(student, profile)
-        choice, placement = self._choose_stem(run, candidates)
-        entry = self._write(run, candidates[choice], run.student_view, "student.int8.onnx", "int8", extra={"int8_stem": choice})
-        return {**entry, "stem": choice, "placement": placement}
+        placement = self._choose_stem(ctx, candidates)
+        entry = self._write(ctx, candidates[placement.choice], "student", "student.int8.onnx", "int8", extra={"int8_stem": placement.choice})
+        return entry.model_copy(update={"stem": placement.choice, "placement": placement})
 
-    def _choose_stem(self, run: Run, candidates: dict[str, nn.Module]) -> tuple[str, dict[str, Any]]:
+    def _choose_stem(self, ctx: StageContext, candidates: dict[str, nn.Module]) -> StemPlacement:
         if len(candidates) == 1:
-            return "int8", {"choice": "int8", "reason": "no stem conv the profile lets ship float"}
+            return StemPlacement(choice="int8", reason="no stem conv the profile lets ship float")
         if self.config.stem != "auto":
-            return self.config.stem, {"choice": self.config.stem, "reason": "export.stem"}
-        example = run.student_view(run.data.test.tensors[0][:1].to(run.device))
-        files = {kind: Path(run.workdir) / f"student.int8.stem-{kind}.onnx" for kind in candidates}
+            return StemPlacement(choice=self.config.stem, reason="export.stem")
+        files = {kind: Path(ctx.workdir) / f"student.int8.stem-{kind}.onnx" for kind in candidates}
         try:
             for kind, model in candidates.items():
-                export_onnx(model, files[kind], example, opset=self.config.opset, dynamic_batch=self.config.dynamic_batch)
+                export_onnx(model, files[kind], ctx.example_input(), opset=self.config.opset, dynamic_batch=self.config.dynamic_batch)
             timing = self.config.stem_timing
             if not self.config.dynamic_batch:
                 timing = timing.model_copy(update={"batch_sizes": [1]})
-            return choose_stem(files, Path(run.workdir) / "teacher.onnx", timing)
+            return choose_stem(files, Path(ctx.workdir) / "teacher.onnx", timing)
         finally:
             for path in files.values():
                 path.unlink(missing_ok=True)
 
     def _write(
-        self, run: Run, model: nn.Module, view: View, name: str, precision: str, check_parity: bool = True,
+        self, ctx: StageContext, model: nn.Module, role: Role, name: str, precision: str, check_parity: bool = True,
         extra: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> OnnxFile:
         """Export one file, check it against PyTorch, measure its test accuracy in ONNX Runtime."""
         config = self.config
-        path = Path(run.workdir) / name
+        path = Path(ctx.workdir) / name
+        view = ctx.view(role)
         exporter = export_onnx(
-            model, path, view(run.data.test.tensors[0][:1].to(run.device)), opset=config.opset, dynamic_batch=config.dynamic_batch,
+            model, path, ctx.example_input(role=role), opset=config.opset, dynamic_batch=config.dynamic_batch,
             exporter=config.exporter if precision == "fp32" else "torchscript",
-            metadata={"precision": precision, "recipe_hash": run.recipe.fingerprint(), "recipe": run.recipe.name, **(extra or {})},
+            metadata={"precision": precision, "recipe_hash": ctx.recipe_hash, "recipe": ctx.name, **(extra or {})},
         )
-        # Paths relative to the workdir, so a report stays valid when the run folder moves (CI artefacts).
-        entry: dict[str, Any] = {"path": name, "exporter": exporter}
+        agreement = None
         if check_parity:
             threshold = getattr(config.parity_min_agreement, precision)
-            images = (x for x, _ in islice(_batches(run, "val", view), config.parity_batches))
-            entry["parity"] = parity(model, path, images, min_agreement=threshold)
-        entry["accuracy"] = onnx_accuracy(path, _batches(run, "test", view))
-        write_metadata(path, {"test_accuracy": f"{entry['accuracy']:.6f}"})
-        entry["size_bytes"] = path.stat().st_size
-        return entry
+            images = (x for x, _ in islice(_batches(ctx, "val", view), config.parity_batches))
+            agreement = Parity.model_validate(parity(model, path, images, min_agreement=threshold))
+        accuracy = onnx_accuracy(path, _batches(ctx, "test", view))
+        write_metadata(path, {"test_accuracy": f"{accuracy:.6f}"})
+        # Paths relative to the workdir, so a report stays valid when the run folder moves (CI artefacts).
+        return OnnxFile(path=name, exporter=exporter, parity=agreement, accuracy=accuracy, size_bytes=path.stat().st_size)
 
 
-def _batches(run: Run, split: str, view: View) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(ctx: StageContext, split: str, view: View) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """A split's (images, labels) as the model reads them (its view of the data)."""
-    return ((view(x.to(run.device)), y) for x, y in run.loader(split))
+    return ((view(x.to(ctx.device)), y) for x, y in ctx.loader(split))

@@ -53,6 +53,7 @@ from edgekd.outputs import logits_of
 from edgekd.quant.graph import quant_schedule
 from edgekd.quant.profiles import profiles
 from edgekd.quant.swap import INT4_PROFILE
+from edgekd.registry import unknown_name
 
 Family = Literal["encoder", "decoder", "seq2seq"]
 FAMILIES: tuple[str, ...] = get_args(Family)
@@ -91,7 +92,7 @@ class SpecialTokens:
 
 def check_family(family: str) -> Family:
     if family not in FAMILIES:
-        raise InputError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+        raise InputError(unknown_name("model family", family, FAMILIES))
     return family  # type: ignore[return-value]
 
 

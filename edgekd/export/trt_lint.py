@@ -28,13 +28,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from edgekd.errors import InputError
+from edgekd.registry import Registry
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -218,3 +219,8 @@ def _load(path: Path) -> onnx.ModelProto:
         return onnx.load(path)
     except Exception as exc:  # protobuf decode errors have no common base
         raise InputError(f"model file {str(path)!r} is not an ONNX model: {exc}") from None
+
+
+# `edgekd check --target NAME`: what each deployment target's lint is.
+targets: Registry[Callable[[onnx.ModelProto], list[Finding]]] = Registry("check target")
+targets.register(lint_tensorrt, name="tensorrt")

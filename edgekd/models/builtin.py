@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgekd.models.registry import ModelCard, described, models
+from edgekd.models.registry import card, models
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, relu6: bool = False) -> nn.Sequential:
@@ -133,21 +133,21 @@ class MobileNetS(nn.Module):
 
 
 @models.register
-@described(ModelCard(tiny="cnn(width=4)"))
+@card(tiny="cnn(width=4)")
 def cnn(in_channels: int = 1, num_classes: int = 10, width: int = 16, depth: int = 2) -> nn.Module:
     """Plain CNN: `depth` levels of two conv-bn-relu blocks, widths width·2^level."""
     return PlainCNN(in_channels, num_classes, width, depth)
 
 
 @models.register
-@described(ModelCard(tiny="resnet_s(width=8)"))
+@card(tiny="resnet_s(width=8)")
 def resnet_s(in_channels: int = 1, num_classes: int = 10, depth: int = 8, width: int = 16) -> nn.Module:
     """CIFAR-style ResNet with residual adds (depth 6n+2)."""
     return ResNetS(in_channels, num_classes, depth, width)
 
 
 @models.register
-@described(ModelCard(tiny="mobilenet_s(width_mult=0.5)"))
+@card(tiny="mobilenet_s(width_mult=0.5)")
 def mobilenet_s(in_channels: int = 1, num_classes: int = 10, width_mult: float = 1.0) -> nn.Module:
     """MobileNetV2-style network with depthwise convolutions and inverted residuals."""
     return MobileNetS(in_channels, num_classes, width_mult)

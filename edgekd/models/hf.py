@@ -28,7 +28,7 @@ from edgekd.errors import InputError
 from edgekd.facts import DataFacts
 from edgekd.registry import HF_CONFIG_PREFIX as CONFIG_PREFIX
 from edgekd.registry import HF_LOCAL_PREFIX as LOCAL_PREFIX
-from edgekd.registry import close_matches
+from edgekd.registry import unknown_name
 
 # (inputs, task) → the transformers auto class whose head fits.
 AUTO_CLASSES = {
@@ -104,9 +104,8 @@ def _check_fields(name: str, config: Any, kwargs: dict[str, Any]) -> None:
     parameters = inspect.signature(type(config).__init__).parameters
     unknown = [k for k in kwargs if not (hasattr(config, k) or k in parameters or k.endswith("_token_id"))]
     if unknown:
-        known = sorted(set(parameters) - {"self", "kwargs"})
-        hints = "".join(close_matches(k, known) for k in unknown)
-        raise InputError(f"model spec {name!r}: {type(config).__name__} has no field {', '.join(map(repr, unknown))}.{hints}")
+        known = set(parameters) - {"self", "kwargs"}
+        raise InputError(f"model spec {name!r}: {unknown_name(f'{type(config).__name__} field', unknown[0], known)}")
 
 
 def _from_config(transformers: ModuleType, auto: Any, name: str, kwargs: dict[str, Any], facts: DataFacts) -> nn.Module:
@@ -114,7 +113,7 @@ def _from_config(transformers: ModuleType, auto: Any, name: str, kwargs: dict[st
     mapping = transformers.models.auto.configuration_auto.CONFIG_MAPPING
     if model_type not in mapping:
         raise InputError(
-            f"model spec {name!r}: {model_type!r} is not a transformers model_type.{close_matches(model_type, list(mapping.keys()))}"
+            f"model spec {name!r}: {unknown_name('transformers model_type', model_type, mapping.keys())}"
         )
     defaults = transformers.AutoConfig.for_model(model_type)
     _check_fields(name, defaults, kwargs)

@@ -15,9 +15,10 @@ import inspect
 import pickle
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import torch
+from pydantic import AfterValidator
 from torch import nn
 
 from edgekd.errors import InputError
@@ -47,6 +48,23 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     except (SyntaxError, ValueError) as exc:
         raise InputError(f"model spec {spec!r}: arguments must be literals like width=32 ({exc})") from None
     return name.strip(), kwargs
+
+
+def check_spec(spec: str) -> str:
+    """`spec` when it can name a model: literal arguments and a registered model, a Hugging Face
+    spec (its folder or config is read when the model is built), or `"pkg.module:callable"`
+    (imported only when the model is built); else ValueError."""
+    try:
+        name, _ = parse_spec(spec)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    if not is_hf_spec(name):
+        models.check_or_user_code(name)
+    return spec
+
+
+# A recipe field holding a model spec, checked when the recipe is validated.
+ModelSpec = Annotated[str, AfterValidator(check_spec)]
 
 
 def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.models.registry import ModelCard, described, models
+from edgekd.models.registry import card, models
 
 
 def _tracing() -> bool:
@@ -205,7 +205,7 @@ class EncoderDecoderLM(nn.Module):
 
 
 @models.register
-@described(ModelCard(inputs="tokens", tasks=("classify",), tiny="bert_s(dim=32, depth=2, heads=2)"))
+@card(tiny="bert_s(dim=32, depth=2, heads=2)", inputs="tokens", tasks=("classify",))
 def bert_s(
     vocab_size: int = 1024, max_length: int = 128, pad_id: int = 0, num_classes: int = 2,
     dim: int = 128, depth: int = 4, heads: int = 4, head_dim: int | None = None, mlp_ratio: float = 4.0,
@@ -215,7 +215,7 @@ def bert_s(
 
 
 @models.register
-@described(ModelCard(inputs="tokens", tasks=("causal-lm",), tiny="gpt_s(dim=32, depth=2, heads=2)"))
+@card(tiny="gpt_s(dim=32, depth=2, heads=2)", inputs="tokens", tasks=("causal-lm",))
 def gpt_s(
     vocab_size: int = 1024, max_length: int = 128, pad_id: int = 0,
     dim: int = 128, depth: int = 4, heads: int = 4, head_dim: int | None = None, mlp_ratio: float = 4.0,
@@ -225,7 +225,7 @@ def gpt_s(
 
 
 @models.register
-@described(ModelCard(inputs="tokens", tasks=("seq2seq",), tiny="t5_s(dim=32, depth=2, heads=2)"))
+@card(tiny="t5_s(dim=32, depth=2, heads=2)", inputs="tokens", tasks=("seq2seq",))
 def t5_s(
     vocab_size: int = 1024, max_length: int = 128, pad_id: int = 0,
     dim: int = 128, depth: int = 3, heads: int = 4, head_dim: int | None = None, mlp_ratio: float = 4.0,

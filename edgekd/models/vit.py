@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import InputError
-from edgekd.models.registry import ModelCard, described, models
+from edgekd.models.registry import card, models
 
 
 class Attention(nn.Module):
@@ -83,7 +83,7 @@ class VisionTransformerS(nn.Module):
 
 
 @models.register
-@described(ModelCard(tiny="vit_s(dim=16, depth=1, heads=2)"))
+@card(tiny="vit_s(dim=16, depth=1, heads=2)")
 def vit_s(
     in_channels: int = 1,
     num_classes: int = 10,

@@ -8,7 +8,7 @@ from edgekd.prune.attention import AttentionUnit, find_attention
 from edgekd.prune.config import PruneConfig, SparsityConfig
 from edgekd.prune.hf import save_pretrained
 from edgekd.prune.importances import Criterion, importances
-from edgekd.prune.pruner import ChannelPruner, aim_for_step
+from edgekd.prune.pruner import ChannelPruner, aim_for_step, prune
 from edgekd.prune.stage import PruneStage
 from edgekd.prune.structure import apply_structure, capture_structure, load_pruned, save_pruned
 
@@ -25,6 +25,7 @@ __all__ = [
     "find_attention",
     "importances",
     "load_pruned",
+    "prune",
     "save_pretrained",
     "save_pruned",
 ]

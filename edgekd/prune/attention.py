@@ -40,7 +40,7 @@ from edgekd.errors import InputError
 from edgekd.outputs import Inputs, run_model
 from edgekd.prune.graph import weighted_layers
 from edgekd.prune.hf import in_width, out_width
-from edgekd.registry import close_matches
+from edgekd.registry import close_matches, unknown_name
 
 HEAD_ATTRIBUTES = ("num_heads", "num_attention_heads", "n_heads", "n_head")
 # Inner widths (heads × head size) some modules keep as numbers for their reshapes.
@@ -164,10 +164,10 @@ def _candidates(model: nn.Module, declared: dict[str, str]) -> list[tuple[str, n
         for name in matched:
             value = getattr(modules[name], attribute, None)
             if not isinstance(value, int) or isinstance(value, bool):
-                ints = sorted(k for k, v in vars(modules[name]).items() if isinstance(v, int) and not k.startswith("_"))
+                ints = [k for k, v in vars(modules[name]).items() if type(v) is int and not k.startswith("_")]  # not bools
                 raise InputError(
-                    f"prune.attention_heads: module {name!r} ({type(modules[name]).__name__}) has no int attribute "
-                    f"{attribute!r} holding its head count.{close_matches(attribute, ints)} Its int attributes: {', '.join(ints) or 'none'}."
+                    f"prune.attention_heads: module {name!r} ({type(modules[name]).__name__}) has no int attribute {attribute!r} "
+                    f"holding its head count: {unknown_name('int attribute', attribute, ints)}"
                 )
             found[name] = attribute
     for name in paths:

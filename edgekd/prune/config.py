@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from edgekd.prune.importances import importances
-from edgekd.registry import close_matches
-from edgekd.stage import StrictModel
+from edgekd.config import StrictModel
 
 Metric = Literal["channels", "macs", "params"]
+ImportanceName = importances.name_type()
 TARGET_FIELDS = ("ratio", "target_macs", "target_params")
 
 
@@ -45,7 +45,7 @@ class PruneConfig(StrictModel):
     target_macs: float | None = Field(None, gt=0, lt=1)
     target_params: float | None = Field(None, gt=0, lt=1)
     steps: int = Field(1, ge=1)
-    importance: str = "group_l2"
+    importance: ImportanceName = "group_l2"
     global_pruning: bool = False
     max_layer_ratio: float = Field(1.0, gt=0, le=1)
     round_to: int | None = Field(None, ge=1)
@@ -55,14 +55,6 @@ class PruneConfig(StrictModel):
     heads: bool = True
     hidden: bool = False
     attention_heads: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("importance")
-    @classmethod
-    def _known_importance(cls, name: str) -> str:
-        if name not in importances:
-            known = ", ".join(importances.names())
-            raise ValueError(f"unknown importance criterion {name!r}.{close_matches(name, importances.names())} Known: {known}.")
-        return name
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:

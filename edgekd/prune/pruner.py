@@ -212,6 +212,29 @@ class ChannelPruner:
         )
 
 
+def prune(
+    model: nn.Module, example_input: torch.Tensor, config: PruneConfig | None = None, *,
+    gradient_batches: Batches = (), seed: int = 0, **settings: object,
+) -> nn.Module:  # fmt: skip
+    """Prune `model` in place to its target in one go, and return it: `target_macs` / `target_params`
+    as a fraction of the model's own MACs / parameters, `ratio` of its prunable channels
+    (a `PruneConfig`, or its fields as keywords). The recipe's prune stage does the same in steps,
+    with recovery between them and targets relative to the teacher.
+
+    >>> from edgekd.models import build_model
+    >>> from edgekd.metrics import measure
+    >>> model = build_model("cnn(width=8)", in_channels=1, num_classes=10)
+    >>> before = measure(model, torch.zeros(1, 1, 8, 8))["macs"]
+    >>> after = measure(prune(model, torch.zeros(1, 1, 8, 8), target_macs=0.5), torch.zeros(1, 1, 8, 8))["macs"]
+    >>> after <= before / 2
+    True
+    """
+    config = config or PruneConfig.model_validate(settings)
+    pruner = ChannelPruner(model, example_input, config)
+    pruner.prune_to(config.keep * pruner.measure(config.metric), seed=seed, gradient_batches=gradient_batches)
+    return model
+
+
 def _parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from edgekd.distill import DistillConfig
+from edgekd.config import StrictModel
+from edgekd.errors import InputError
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.importances import importances
 from edgekd.prune.pruner import ChannelPruner, aim_for_step
 from edgekd.prune.structure import apply_structure, capture_structure
-from edgekd.stage import Stage, StepResult, stages
-
-if TYPE_CHECKING:
-    from edgekd.run import Run
+from edgekd.stage import Stage, StageContext, StepResult, stages
 
 
 @dataclass
@@ -43,51 +41,51 @@ class Origin:
 class PruneStage(Stage):
     Config = PruneConfig
     config: PruneConfig
+    example = {"ratio": 0.3}
+    refuses = {"quantized": "structural changes must happen on the float model: prune first, then quantize (move the qat stage after the last prune stage)"}
 
-    def __init__(self, config: PruneConfig, index: int):
-        super().__init__(config, index)
+    def __init__(self, config: PruneConfig, index: int, recover: StrictModel | None = None):
+        super().__init__(config, index, recover)
         self.origin: Origin | None = None
 
     def num_steps(self) -> int:
         return self.config.steps
 
-    def apply(self, run: Run, step: int) -> StepResult:
+    def apply(self, ctx: StageContext, step: int) -> StepResult:
         if step == 1 and self.config.sparsity:
-            self._sparse_training(run)
-        pruner = ChannelPruner(run.student, run.example_input(), self.config)
+            self._sparse_training(ctx)
+        pruner = ChannelPruner(ctx.student, ctx.example_input(), self.config)
         if step == 1:
             self.origin = Origin(pruner.measure(self.config.metric), pruner.widths())
         assert self.origin is not None, "steps run in order, so step 1 (applied or restored) set the origin"
         pruner.limit_widths(self.origin.widths)
-        aim = self._aim(run, step)
-        pruner.prune_to(aim, seed=run.phase_seed(self.index, step), gradient_batches=self._gradient_batches(run, step))
+        aim = self._aim(ctx, step)
+        pruner.prune_to(aim, seed=ctx.phase_seed(self.index, step), gradient_batches=self._gradient_batches(ctx, step))
         record = {"target": round(aim), "target_metric": self.config.metric, "prunable_channels": pruner.measure("channels")}
-        return StepResult(record=record, state={"structure": capture_structure(run.student), "origin": asdict(self.origin)})
+        return StepResult(record=record, state={"structure": capture_structure(ctx.student), "origin": asdict(self.origin)})
 
-    def restore(self, run: Run, state: dict[str, Any]) -> None:
+    def restore(self, ctx: StageContext, state: dict[str, Any]) -> None:
         self.origin = Origin(**state["origin"])
-        apply_structure(run.student, state["structure"])
+        apply_structure(ctx.student, state["structure"])
 
-    def _aim(self, run: Run, step: int) -> float:
+    def _aim(self, ctx: StageContext, step: int) -> float:
         assert self.origin is not None
         metric = self.config.metric
-        reference = self.origin.value if metric == "channels" else run.report["teacher"][metric]
+        reference = self.origin.value if metric == "channels" else getattr(ctx.report.teacher, metric)
         return aim_for_step(self.origin.value, self.config.keep * reference, step, self.config.steps)
 
-    def _sparse_training(self, run: Run) -> None:
+    def _sparse_training(self, ctx: StageContext) -> None:
+        """Group-norm sparse training distils like this stage's recovery does, for `sparsity.epochs`."""
         assert self.config.sparsity is not None
-        regularizer = ChannelPruner(run.student, run.example_input(), self.config, regularization=self.config.sparsity.reg)
-        training = self._recovery(run).model_copy(update={"epochs": self.config.sparsity.epochs})
-        seed = run.phase_seed(self.index, 0)  # step 0: before the first pruning step
-        run.train(run.student, training, seed=seed, description="prune sparsity", after_backward=regularizer.regularize)
+        if self.recover is None:
+            raise InputError(f"stages[{self.index}] prune: sparse training distils with the stage's recover block, and it has none")
+        regularizer = ChannelPruner(ctx.student, ctx.example_input(), self.config, regularization=self.config.sparsity.reg)
+        training = self.recover.model_copy(update={"epochs": self.config.sparsity.epochs})
+        seed = ctx.phase_seed(self.index, 0)  # step 0: before the first pruning step
+        ctx.train(ctx.student, training, seed=seed, description="prune sparsity", after_backward=regularizer.regularize)
 
-    def _recovery(self, run: Run) -> DistillConfig:
-        """This stage's merged recovery block: sparse training distils like recovery does."""
-        planned = next(p for p in run.recipe.plan if p.index == self.index)
-        return planned.recover or run.recipe.distill
-
-    def _gradient_batches(self, run: Run, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _gradient_batches(self, ctx: StageContext, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if not importances.get(self.config.importance).needs_gradients:
             return []
-        loader = run.loader("train", shuffle=True, seed=run.phase_seed(self.index, step))
+        loader = ctx.loader("train", shuffle=True, seed=ctx.phase_seed(self.index, step))
         return list(itertools.islice(loader, self.config.taylor_batches))

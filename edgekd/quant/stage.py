@@ -9,28 +9,25 @@ distillation from the full-precision teacher through the fake-quant student.
 
 Post-training quantization is the same stage with `recover: {epochs: 0}`: it only calibrates.
 
-Prune first, then quantize: a prune stage (or a second qat stage) after a qat stage
-is an error, raised before this stage changes anything."""
+Prune first, then quantize: the stage provides `quantized`, which a prune stage refuses, and
+belongs to the `quantization` group, of which a recipe holds one — both checked when the
+recipe is validated, before anything trains."""
 
 from __future__ import annotations
 
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Iterable, Literal
 
-from pydantic import Field, field_validator
-from torch import fx
+import torch
+from pydantic import Field
+from torch import fx, nn
 
-from edgekd.errors import InputError
-from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes, quant_schedule
+from edgekd.config import StrictModel
+from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes
 from edgekd.quant.profiles import profiles
-from edgekd.registry import close_matches
-from edgekd.stage import Stage, StepResult, StrictModel, stages
+from edgekd.stage import Stage, StageContext, StepResult, stages
 
-if TYPE_CHECKING:
-    from edgekd.run import Run
-
-# Stage kinds that change the model's structure, which must happen on the float model.
-STRUCTURAL_STAGES = ("prune", "qat")
+ProfileName = profiles.name_type()
 
 
 class QATConfig(StrictModel):
@@ -45,21 +42,13 @@ class QATConfig(StrictModel):
     freeze_bn_epoch: after this many recovery epochs BatchNorm statistics stop updating
       (profiles that keep BatchNorm, e.g. tensorrt; ort-x86 folds it before quantizing)."""
 
-    profile: str = "ort-x86"
+    profile: ProfileName = "ort-x86"
     calibration_batches: int = Field(32, ge=1)
     calibration: Literal["max", "percentile", "mse"] = "max"
     percentile: float = Field(99.99, gt=50, le=100)
     learnable_scales: bool = False
     freeze_observers_epoch: int | None = Field(None, ge=0)
     freeze_bn_epoch: int = Field(1, ge=0)
-
-    @field_validator("profile")
-    @classmethod
-    def _known_profile(cls, value: str) -> str:
-        if value not in profiles:
-            known = profiles.names()
-            raise ValueError(f"unknown quantization profile {value!r}.{close_matches(value, known)} Known: {', '.join(known)}.")
-        return value
 
     @property
     def observers_frozen_from(self) -> int:
@@ -68,54 +57,69 @@ class QATConfig(StrictModel):
         return 0 if self.learnable_scales else 1
 
 
+def fake_quantize(model: nn.Module, config: QATConfig, batches_per_epoch: int) -> fx.GraphModule:
+    """A copy of `model` with fake quantization where `config.profile`'s runtime quantizes (not calibrated)."""
+    return insert_fake_quant(
+        model,
+        profiles.get(config.profile),
+        batches_per_epoch=batches_per_epoch,
+        calibration=config.calibration,
+        percentile=config.percentile,
+        learnable_scales=config.learnable_scales,
+        freeze_observers_epoch=config.observers_frozen_from,
+        freeze_bn_epoch=config.freeze_bn_epoch,
+    )
+
+
+def quantize(
+    model: nn.Module, calibration: Iterable[torch.Tensor], config: QATConfig | None = None, *,
+    batches_per_epoch: int = 1, **settings: object,
+) -> fx.GraphModule:  # fmt: skip
+    """Insert fake quantization for a profile and calibrate it on up to `calibration_batches` input
+    batches: a model that exports to int8 ONNX as it is (post-training quantization) or trains on
+    (QAT; then pass the loader's length as `batches_per_epoch`, which the freeze epochs count in).
+    Takes a `QATConfig` or its fields as keywords (`profile="tensorrt"`); `model` is left as it was.
+
+    >>> from edgekd.models import build_model
+    >>> model = build_model("cnn(width=8)", in_channels=1, num_classes=10).eval()
+    >>> int8 = quantize(model, [torch.randn(16, 1, 8, 8)], profile="ort-x86")
+    >>> from edgekd.quant.graph import quant_schedule
+    >>> quant_schedule(int8).profile
+    'ort-x86'
+    """
+    config = config or QATConfig.model_validate(settings)
+    quantized = fake_quantize(model, config, batches_per_epoch)
+    calibrate(quantized, islice(calibration, config.calibration_batches))
+    return quantized
+
+
 @stages.register(name="qat")
 class QATStage(Stage):
     Config = QATConfig
     config: QATConfig
+    provides = ("quantized",)
+    exclusive = "quantization"
+    example = {"calibration_batches": 2}
 
-    def apply(self, run: Run, step: int) -> StepResult:
-        self._check_order(run)
+    def apply(self, ctx: StageContext, step: int) -> StepResult:
         # Quantization keeps the float model's MACs and parameters; counted before the swap,
         # since MAC counters do not see inside QuantLayer.
-        counts = run.measure(run.student)
-        batches_per_epoch = len(run.loader("train"))
-        run.student = self._insert(run, batches_per_epoch)
-        loader = run.loader("train", shuffle=True, seed=run.phase_seed(self.index, step))
-        images = (run.student_view(x.to(run.device)) for x, _ in islice(loader, self.config.calibration_batches))
-        calibrate(run.student, images)
+        counts = ctx.measure(ctx.student)
+        batches_per_epoch = len(ctx.loader("train"))
+        loader = ctx.loader("train", shuffle=True, seed=ctx.phase_seed(self.index, step))
+        view = ctx.view("student")
+        images = (view(x.to(ctx.device)) for x, _ in loader)
+        ctx.student = quantize(ctx.student, images, self.config, batches_per_epoch=batches_per_epoch)
         return StepResult(
             record={
                 "int8": True,
                 "quant_profile": self.config.profile,
                 "macs": counts["macs"],
                 "params": counts["params"],
-                "size_bytes": int8_size_bytes(run.student),
+                "size_bytes": int8_size_bytes(ctx.student),
             },
             state={"profile": self.config.profile, "batches_per_epoch": batches_per_epoch},
         )
 
-    def restore(self, run: Run, state: dict[str, Any]) -> None:
-        run.student = self._insert(run, int(state["batches_per_epoch"]))
-
-    def _insert(self, run: Run, batches_per_epoch: int) -> fx.GraphModule:
-        config = self.config
-        return insert_fake_quant(
-            run.student,
-            profiles.get(config.profile),
-            batches_per_epoch=batches_per_epoch,
-            calibration=config.calibration,
-            percentile=config.percentile,
-            learnable_scales=config.learnable_scales,
-            freeze_observers_epoch=config.observers_frozen_from,
-            freeze_bn_epoch=config.freeze_bn_epoch,
-        )
-
-    def _check_order(self, run: Run) -> None:
-        if quant_schedule(run.student) is not None:
-            raise InputError(f"stages[{self.index}] qat: the student is already quantized; use a single qat stage")
-        later = [p for p in run.recipe.plan if p.index > self.index and p.key in STRUCTURAL_STAGES]
-        if later:
-            raise InputError(
-                f"{later[0].label} comes after stages[{self.index}] qat, but structural changes must happen on the "
-                "float model: prune first, then quantize. Move the qat stage after the last prune stage."
-            )
+    def restore(self, ctx: StageContext, state: dict[str, Any]) -> None:
+        ctx.student = fake_quantize(ctx.student, self.config, int(state["batches_per_epoch"]))

@@ -13,7 +13,7 @@ import numpy as np
 from edgekd.bench.inputs import InputPlan, InputSpec
 from edgekd.bench.timing import Target
 from edgekd.errors import InputError
-from edgekd.registry import Registry, load_callable
+from edgekd.registry import Registry, load_callable, unknown_name
 
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 # on: ORT's default (idle threads busy-wait for the next run); off: threads block when idle;
@@ -46,8 +46,8 @@ class BackendOptions:
     inputs: InputPlan = field(default_factory=InputPlan)
 
     def __post_init__(self) -> None:
-        _require_choice("graph optimization", self.graph_optimization, GRAPH_OPTIMIZATIONS)
-        _require_choice("spinning", self.spinning, SPINNING_MODES)
+        _require_choice("graph optimization level", self.graph_optimization, GRAPH_OPTIMIZATIONS)
+        _require_choice("spinning mode", self.spinning, SPINNING_MODES)
         _require_choice("precision", self.precision, PRECISIONS)
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be ≥ 1 (got {self.threads})")
@@ -55,10 +55,8 @@ class BackendOptions:
             raise InputError(f"batch sizes must be positive integers (got {list(self.batch_sizes)})")
         for name in self.providers:
             if name.lower() not in PROVIDER_ALIASES and name not in PROVIDER_ALIASES.values():
-                raise InputError(
-                    f"unknown execution provider {name!r}; known: {', '.join(PROVIDER_ALIASES)} "
-                    "(or their ONNX Runtime names, e.g. CUDAExecutionProvider)"
-                )
+                message = unknown_name("execution provider", name, PROVIDER_ALIASES)
+                raise InputError(f"{message} (Or their ONNX Runtime names, e.g. CUDAExecutionProvider.)")
 
     @property
     def cpu_only(self) -> bool:
@@ -120,6 +118,8 @@ class Backend:
 
     name: ClassVar[str]
     has_profile: ClassVar[bool] = False
+    # Whether it runs ONNX files (what a recipe's bench stage times) or only Python objects.
+    reads_onnx: ClassVar[bool] = True
 
     def load(self, model: Any, options: BackendOptions) -> Runner:
         raise NotImplementedError
@@ -144,4 +144,4 @@ def backend_class(name: str) -> type[Backend]:
 
 def _require_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise InputError(f"{what} {value!r} is not one of {', '.join(choices)}")
+        raise InputError(unknown_name(what, value, choices))

@@ -80,6 +80,7 @@ class TorchRunner(Runner):
 
 @backends.register(name="torch")
 class TorchBackend(Backend):
+    reads_onnx = False
     name = "torch"
 
     def load(self, model: Any, options: BackendOptions) -> Runner:

@@ -1,4 +1,6 @@
-"""The `edgekd` command: parses arguments, calls `edgekd.api`, prints, maps errors to exit codes.
+"""The `edgekd` command: parses arguments, calls `edgekd.api`, prints through the report
+renderers, maps errors to exit codes. One module per group of commands: `compress` and
+`validate` here, `gate`/`report`, `bench`, `check`/`export` beside it.
 
 Exit codes: 0 success · 1 runtime failure, failed gate, or a system failure (disk full, permission
 denied) · 2 bad input (recipe, arguments, files)."""
@@ -16,12 +18,11 @@ from rich.text import Text
 
 from edgekd import api, terminal
 from edgekd.errors import EdgekdError, GateFailed
-from edgekd.gate import GateResult, render_gates, verdict_line
-from edgekd.bench.command import bench_command
-from edgekd.export.command import check_command, export_command
-from edgekd.gate_command import gate_command, report_command
+from edgekd.cli.bench import bench_command
+from edgekd.cli.export import check_command, export_command
+from edgekd.cli.gate import gate_command, report_command
 from edgekd.registry import NO_USER_CODE_ENV
-from edgekd.summary import print_summary
+from edgekd.report import print_summary, render_gates, verdict_line
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -62,6 +63,7 @@ def root(
 
 @app.command()
 def compress(
+    ctx: typer.Context,
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
     set_: SetOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue after the last finished step in the workdir; the recipe may append stages to a finished run.")] = False,
@@ -77,18 +79,16 @@ def compress(
     Example:  edgekd compress recipes/quickstart.yaml --set distill.temperature=2
     """
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        arguments = ["compress", str(recipe), *(a for s in set_ or [] for a in ("--set", s)), *(["--resume"] if resume else []),
-                     *(["--workdir", str(workdir)] if workdir else []), *(["--quiet"] if quiet else []),
-                     *(["--force-unlock"] if force_unlock else [])]
-        raise typer.Exit(api.launch_distributed(nproc, arguments))
+        # Every process re-runs this very command line, less --nproc: torchrun's parser would take it for its own.
+        raise typer.Exit(api.launch_distributed(nproc, _without_option(ctx.obj["argv"], "--nproc")))
     overrides = list(set_ or []) + ([f"workdir={_yaml_string(str(workdir))}"] if workdir else [])
     console = terminal.console()
     report = api.compress(recipe, set=overrides, resume=resume, quiet=quiet, console=console, force_unlock=force_unlock)
     print_summary(report, console)
-    workdir = Path(report["workdir"])
+    workdir = Path(report.workdir or ".")
     console.print(f"report: {workdir / 'report.json'} · {workdir / 'report.html'}")
-    if report.get("gates"):
-        results = [GateResult.from_json(g) for g in report["gates"]]
+    if report.gates:
+        results = report.gates
         render_gates(results, console)
         if not all(r.passed for r in results):
             raise GateFailed(f"{verdict_line(results)} (the report is written: {workdir / 'report.json'})")
@@ -115,13 +115,27 @@ app.command("gate")(gate_command)
 app.command("report")(report_command)
 
 
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` less `option VALUE` / `option=VALUE`."""
+    kept: list[str] = []
+    skip = False
+    for argument in argv:
+        if skip or argument.startswith(f"{option}="):
+            skip = False
+            continue
+        skip = argument == option
+        if not skip:
+            kept.append(argument)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-paragraph errors, tracebacks only with --debug / EDGEKD_DEBUG=1."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EDGEKD_DEBUG") == "1"
     try:
         # Without standalone mode, click returns typer.Exit's code instead of raising it.
-        code = app(args=args, prog_name="edgekd", standalone_mode=False)
+        code = app(args=args, prog_name="edgekd", standalone_mode=False, obj={"argv": list(args)})
         sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:  # --help, and commands that end early on purpose
         sys.exit(exc.exit_code)

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
 
@@ -21,7 +22,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, PercentFormatter
 
 from edgekd.files import real_folder, write_atomic
-from edgekd.gate import GATE_ALIGN, GATE_HEADERS, GateResult, deployed_artefact, gate_rows, markdown_table, markdown_text, verdict_line
+from edgekd.records import Latency, ModelMetrics, Report, StepRecord, as_report
+from edgekd.report.tables import GATE_ALIGN, GATE_HEADERS, gate_rows, markdown_table, markdown_text, verdict_line
 
 PLOT_DIR = "report_plots"
 TEACHER_COLOR = "#d4a017"
@@ -133,17 +135,19 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.2%}"
 
 
+def _validation(record: StepRecord) -> str:
+    student, teacher = record.val_accuracy, record.teacher_val_accuracy
+    if student is None or teacher is None:
+        return "–"
+    return f"{_pct(student)} / {_pct(teacher)}" + (" (passes the teacher)" if record.passes_teacher else "")
+
+
 def _count(value: int | None) -> str:
     return "–" if value is None else f"{value:,}"
 
 
 def _size(size_bytes: int) -> str:
     return f"{size_bytes / 1024:,.1f} KiB"
-
-
-def _latency_batches(latency: dict[str, Any]) -> list[str]:
-    """Every benchmarked batch size, ascending (as the string keys report.json uses)."""
-    return sorted({batch for per_batch in latency["models"].values() for batch in per_batch}, key=int)
 
 
 def _ratio(before: float, after: float) -> str:
@@ -153,95 +157,92 @@ def _ratio(before: float, after: float) -> str:
 # ---------------------------------------------------------------- tables
 
 
-def _overview(report: dict[str, Any]) -> Text:
-    data = report["dataset"]
-    sizes = ", ".join(f"{split} {n:,}" for split, n in data.get("sizes", {}).items())
-    shape = "×".join(str(d) for d in data.get("input_shape", []))
-    return Text(
-        f"Recipe {report['name']} (hash {report.get('recipe_hash', '–')}), run {report.get('created', '–')}. "
-        f"Dataset {data['name']}: input {shape}, {data.get('num_classes', '?')} classes, {sizes}."
-    )
+def _overview(report: Report) -> Text:
+    data = report.dataset
+    facts = ""
+    if data is not None:
+        sizes = ", ".join(f"{split} {n:,}" for split, n in data.sizes.items())
+        shape = "×".join(str(d) for d in data.input_shape)
+        facts = f" Dataset {data.name}: input {shape}, {data.num_classes or '?'} classes, {sizes}."
+    return Text(f"Recipe {report.name} (hash {report.recipe_hash or '–'}), run {report.created or '–'}.{facts}")
 
 
-def _speedups(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    speedup = report.get("latency", {}).get("speedup", {})
-    return sorted(speedup.items(), key=lambda kv: int(kv[0]))
+# How each bench mode timed the models (reports from before deployment mode were paired).
+HOW_MEASURED = {
+    "deployment": "each model alone in a fresh process per round, the order rotating between rounds; a latency is the "
+    "median of the per-process medians, a speedup the median over rounds of each round's ratio",
+    "paired": "all models measured side by side in one process, interleaved, so ratios between them are comparable",
+}
 
 
-def _speed_method(latency: dict[str, Any]) -> str:
-    """Which bench mode the speedups come from (reports before deployment mode were paired), and its findings."""
-    text = f"speed measured in {latency.get('mode', 'paired')} mode"
-    if "spinning" in latency:
-        text += f", thread spinning {latency['spinning']}"
-    return text + "".join(f"; finding: {finding}" for finding in latency.get("findings", []))
+def _speed_method(latency: Latency) -> str:
+    """Which bench mode the speedups come from, and its findings."""
+    return f"speed measured in {latency.method()}" + "".join(f"; finding: {finding}" for finding in latency.findings)
 
 
-def _headline(report: dict[str, Any]) -> Text:
-    teacher, student, deployed = report["teacher"], report["student"], deployed_artefact(report)
+def _headline(report: Report) -> Text:
+    teacher, student, deployed = report.teacher, report.final_student(), report.deployed()
     parts = [
         f"Deployed artefact {deployed.label}: accuracy {_pct(deployed.accuracy)} "
-        f"({(deployed.accuracy - teacher['accuracy']) * 100:+.2f} points vs the teacher's {_pct(teacher['accuracy'])})",
-        f"{_ratio(teacher['macs'], student['macs'])} fewer MACs",
-        f"{_ratio(teacher['params'], student['params'])} fewer parameters",
-        f"{_ratio(teacher['size_bytes'], deployed.size_bytes)} smaller",
+        f"({(deployed.accuracy - teacher.accuracy) * 100:+.2f} points vs the teacher's {_pct(teacher.accuracy)})",
+        f"{_ratio(teacher.macs, student.macs)} fewer MACs",
+        f"{_ratio(teacher.params, student.params)} fewer parameters",
+        f"{_ratio(teacher.size_bytes, deployed.size_bytes)} smaller",
     ]
-    parts += [
-        f"{s['ratio']:.2f}× faster at batch {batch} (95% CI {s['ci'][0]:.2f}–{s['ci'][1]:.2f})" for batch, s in _speedups(report)
-    ]
-    if _speedups(report):
-        parts.append(_speed_method(report["latency"]))
+    parts += [f"{s.ratio:.2f}× faster at batch {batch} (95% CI {s.ci[0]:.2f}–{s.ci[1]:.2f})" for batch, s in report.speedups()]
+    if report.latency is not None and report.speedups():
+        parts.append(_speed_method(report.latency))
     return Text("; ".join(parts) + ".")
 
 
-def _model_row(label: str, entry: dict[str, Any], speedup: str = "") -> tuple[str, ...]:
-    return (label, _pct(entry["accuracy"]), _count(entry["macs"]), _count(entry["params"]), _size(entry["size_bytes"]), speedup)
+def _model_row(label: str, entry: ModelMetrics, speedup: str = "") -> tuple[str, ...]:
+    return (label, _pct(entry.accuracy), _count(entry.macs), _count(entry.params), _size(entry.size_bytes), speedup)
 
 
-def _summary_table(report: dict[str, Any]) -> TableBlock:
-    """Teacher vs final student; the speedup (side by side, per batch) sits on the deployed artefact's row."""
-    teacher, student, deployed = report["teacher"], report["student"], deployed_artefact(report)
-    speedup = ", ".join(f"{s['ratio']:.2f}× @ batch {batch}" for batch, s in _speedups(report))
+def _summary_table(report: Report) -> TableBlock:
+    """Teacher vs final student; the speedup (measured in the same run, per batch) sits on the deployed artefact's row."""
+    teacher, student, deployed = report.teacher, report.final_student(), report.deployed()
+    speedup = ", ".join(f"{s.ratio:.2f}× @ batch {batch}" for batch, s in report.speedups())
     reference = "1× (reference)" if speedup else ""
     rows = [
-        _model_row(f"teacher {teacher['model']}", teacher, reference),
-        _model_row(f"student {student['model']} (PyTorch)", student, speedup if deployed.onnx_kind is None else ""),
+        _model_row(f"teacher {teacher.model}", teacher, reference),
+        _model_row(f"student {student.model} (PyTorch)", student, speedup if deployed.onnx_kind is None else ""),
     ]
-    for kind, onnx in sorted(student.get("onnx", {}).items()):
-        size = _size(onnx["size_bytes"])
-        rows.append((f"ONNX {kind} ({onnx['path']})", _pct(onnx.get("accuracy")), "", "", size, speedup if kind == deployed.onnx_kind else ""))
+    for kind, onnx in sorted(student.onnx.items()):
+        rows.append((f"ONNX {kind} ({onnx.path})", _pct(onnx.accuracy), "", "", _size(onnx.size_bytes), speedup if kind == deployed.onnx_kind else ""))
     return TableBlock(("model", "accuracy", "MACs", "parameters", "size", "speedup vs teacher"), tuple(rows))
 
 
-def _steps_table(report: dict[str, Any]) -> TableBlock:
+def _steps_table(report: Report) -> TableBlock:
     rows = []
-    for record in report["steps"]:
-        stage = f"stages[{record['stage_index']}] {record['stage']}" + (" (int8)" if record.get("int8") else "")
+    for record in report.steps:
+        stage = f"stages[{record.stage_index}] {record.stage}" + (" (int8)" if record.int8 else "")
         rows.append((
             stage,
-            f"{record['step']}/{record['steps']}",
-            _pct(record.get("accuracy_before_recovery")),
-            _pct(record["accuracy"]),
-            _count(record["macs"]),
-            _count(record["params"]),
-            _size(record["size_bytes"]),
-            f"{record['seconds']:.1f}" if record.get("seconds") is not None else "–",
+            f"{record.step}/{record.steps}",
+            _pct(record.accuracy_before_recovery),
+            _pct(record.accuracy),
+            _validation(record),
+            _count(record.macs),
+            _count(record.params),
+            _size(record.size_bytes),
+            f"{record.seconds:.1f}" if record.seconds is not None else "–",
         ))
-    headers = ("stage", "step", "accuracy before recovery", "accuracy after", "MACs", "parameters", "size", "seconds")
+    headers = ("stage", "step", "accuracy before recovery", "accuracy after", "validation: student / teacher", "MACs", "parameters", "size", "seconds")
     return TableBlock(headers, tuple(rows))
 
 
-def _latency_table(latency: dict[str, Any]) -> TableBlock:
-    models = latency["models"]
-    batches = _latency_batches(latency)
+def _latency_table(latency: Latency) -> TableBlock:
+    batches = latency.batches()
     rows = tuple(
-        (model, *(f"{per_batch[b]['median_ms']:.3f} / {per_batch[b]['p90_ms']:.3f}" if b in per_batch else "–" for b in batches))
-        for model, per_batch in models.items()
+        (model, *(f"{per_batch[b].median_ms:.3f} / {per_batch[b].p90_ms:.3f}" if b in per_batch else "–" for b in batches))
+        for model, per_batch in latency.models.items()
     )
     return TableBlock(("model", *(f"batch {b}: median / p90 ms" for b in batches)), rows)
 
 
-def _gates_blocks(report: dict[str, Any]) -> list[Block]:
-    results = [GateResult.from_json(g) for g in report.get("gates") or []]
+def _gates_blocks(report: Report) -> list[Block]:
+    results = report.gates or []
     if not results:
         return []
     rows = tuple(gate_rows(results))
@@ -249,8 +250,8 @@ def _gates_blocks(report: dict[str, Any]) -> list[Block]:
     return [Heading("Gates"), Text(verdict_line(results) + "."), TableBlock(GATE_HEADERS, rows, GATE_ALIGN, classes)]
 
 
-def _environment(report: dict[str, Any]) -> Text:
-    facts = {"edgekd": report.get("edgekd"), **report.get("environment", {})}
+def _environment(report: Report) -> Text:
+    facts = {"edgekd": report.edgekd, **report.environment}
     return Text(", ".join(f"{key} {value}" for key, value in facts.items() if value is not None) + ".")
 
 
@@ -279,26 +280,26 @@ def _arrow(axes: Axes, start: tuple[float, float], end: tuple[float, float], col
     axes.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "color": color, "lw": 1.2, "shrinkA": 6, "shrinkB": 6})
 
 
-def _trajectory_plot(report: dict[str, Any]) -> Plot:
+def _trajectory_plot(report: Report) -> Plot:
     """Accuracy vs MACs through every step: compression moves left and down, recovery back up."""
     figure, (axes,) = _new_figure()
-    teacher = report["teacher"]
-    stage_names = list(dict.fromkeys(r["stage"] for r in report["steps"]))
+    teacher = report.teacher
+    stage_names = list(dict.fromkeys(r.stage for r in report.steps))
     colors = {name: f"C{i}" for i, name in enumerate(stage_names)}
-    axes.scatter([teacher["macs"]], [teacher["accuracy"]], marker="*", s=320, color=TEACHER_COLOR, edgecolor="black", zorder=4)
-    previous = (teacher["macs"], teacher["accuracy"])
-    for record in report["steps"]:
-        color = colors[record["stage"]]
-        before = record.get("accuracy_before_recovery")
+    axes.scatter([teacher.macs], [teacher.accuracy], marker="*", s=320, color=TEACHER_COLOR, edgecolor="black", zorder=4)
+    previous = (teacher.macs, teacher.accuracy)
+    for record in report.steps:
+        color = colors[record.stage]
+        before = record.accuracy_before_recovery
         if before is not None:
-            axes.scatter([record["macs"]], [before], s=60, facecolor="white", edgecolor=color, linewidth=1.8, zorder=3)
-            _arrow(axes, previous, (record["macs"], before), color)
-            previous = (record["macs"], before)
-        after = (record["macs"], record["accuracy"])
+            axes.scatter([record.macs], [before], s=60, facecolor="white", edgecolor=color, linewidth=1.8, zorder=3)
+            _arrow(axes, previous, (record.macs, before), color)
+            previous = (record.macs, before)
+        after = (record.macs, record.accuracy)
         axes.scatter([after[0]], [after[1]], s=60, color=color, edgecolor="black", linewidth=0.6, zorder=3)
         _arrow(axes, previous, after, color)
         previous = after
-    macs = [teacher["macs"], *(r["macs"] for r in report["steps"])]
+    macs = [teacher.macs, *(r.macs for r in report.steps)]
     if max(macs) > 10 * min(macs):
         axes.set_xscale("log")
     axes.xaxis.set_major_formatter(EngFormatter())
@@ -314,17 +315,6 @@ def _trajectory_plot(report: dict[str, Any]) -> Plot:
     return Plot("trajectory.png", "Accuracy vs MACs across every step: hollow before recovery, filled after.", _png(figure))
 
 
-def _model_accuracy(report: dict[str, Any], model: str) -> float | None:
-    """The accuracy of a benchmarked model key: `teacher`, or an ONNX file's stem (`student.int8`)."""
-    if model == "teacher":
-        return report["teacher"]["accuracy"]
-    student = report["student"]
-    for onnx in student.get("onnx", {}).values():
-        if Path(onnx["path"]).name.removesuffix(".onnx") == model and onnx.get("accuracy") is not None:
-            return onnx["accuracy"]
-    return student["accuracy"] if model == "student" else None
-
-
 def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points no other point beats on both latency (lower) and accuracy (higher), by latency."""
     front, best = [], -1.0
@@ -335,55 +325,56 @@ def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]
     return front
 
 
-def _pareto_plot(report: dict[str, Any]) -> Plot:
-    latency = report["latency"]
-    batches = _latency_batches(latency)
+def _pareto_plot(report: Report, latency: Latency) -> Plot:
+    batches = latency.batches()
     figure, panels = _new_figure(len(batches))
     for axes, batch in zip(panels, batches):
         points = []
-        for i, (model, per_batch) in enumerate(latency["models"].items()):
-            accuracy = _model_accuracy(report, model)
+        for i, (model, per_batch) in enumerate(latency.models.items()):
+            accuracy = report.model_accuracy(model)
             if batch not in per_batch or accuracy is None:
                 continue
             timing = per_batch[batch]
             teacher = model == "teacher"
             axes.errorbar(
-                [timing["median_ms"]], [accuracy], xerr=[[0], [max(timing["p90_ms"] - timing["median_ms"], 0)]],
+                [timing.median_ms], [accuracy], xerr=[[0], [max(timing.p90_ms - timing.median_ms, 0)]],
                 marker="*" if teacher else "o", markersize=16 if teacher else 9, capsize=3, linestyle="",
                 color=TEACHER_COLOR if teacher else f"C{i}", markeredgecolor="black", label=model,
             )
-            axes.annotate(model, (timing["median_ms"], accuracy), textcoords="offset points", xytext=(8, 6), fontsize=9)
-            points.append((timing["median_ms"], accuracy))
+            axes.annotate(model, (timing.median_ms, accuracy), textcoords="offset points", xytext=(8, 6), fontsize=9)
+            points.append((timing.median_ms, accuracy))
         front = _pareto_front(points)
         axes.plot([p[0] for p in front], [p[1] for p in front], linestyle="--", color="grey", alpha=0.6, zorder=0)
         axes.set(xlabel="median latency (ms), bar to p90", ylabel="accuracy", title=f"batch {batch}")
         axes.margins(x=0.25, y=0.25)
         _percent_axis(axes)
-    figure.suptitle(f"Accuracy vs latency ({latency.get('backend', '')}, {latency.get('threads', '?')} threads); dashed: Pareto front")
+    figure.suptitle(f"Accuracy vs latency ({latency.backend or ''}, {latency.threads or '?'} threads); dashed: Pareto front")
     return Plot("pareto.png", "Accuracy vs median latency for the teacher and each ONNX model, per batch size.", _png(figure))
 
 
-def _distribution_plot(latency: dict[str, Any]) -> Plot:
-    batches = _latency_batches(latency)
+def _distribution_plot(latency: Latency) -> Plot:
+    batches = latency.batches()
     figure, panels = _new_figure(len(batches), height=4.5)
     for axes, batch in zip(panels, batches):
-        measured = [(model, per_batch[batch]["samples_ms"]) for model, per_batch in latency["models"].items() if batch in per_batch]
+        measured = [(model, per_batch[batch].samples_ms) for model, per_batch in latency.models.items() if batch in per_batch]
         boxes = axes.boxplot([samples for _, samples in measured], patch_artist=True, showfliers=True, flierprops={"markersize": 3, "alpha": 0.5})
         axes.set_xticks(range(1, len(measured) + 1), [model for model, _ in measured], rotation=15)
         for i, patch in enumerate(boxes["boxes"]):
             patch.set(facecolor=TEACHER_COLOR if measured[i][0] == "teacher" else f"C{i}", alpha=0.6)
         axes.set(ylabel="latency (ms)", title=f"batch {batch}")
         axes.grid(alpha=0.3, axis="y")
-    figure.suptitle(f"Latency distribution per model, measured interleaved on {latency.get('device', 'this machine')}")
+    figure.suptitle(f"Latency distribution per model, measured interleaved on {latency.device or 'this machine'}")
     return Plot("latency.png", "Distribution of the raw latency samples per model and batch size.", _png(figure))
 
 
 # ---------------------------------------------------------------- the report
 
 
-def build_blocks(report: dict[str, Any]) -> list[Block]:
+def build_blocks(report: Report | Mapping[str, Any]) -> list[Block]:
+    """The report's content, in order; `report` is a finished run's Report or its JSON form."""
+    report = as_report(report)
     blocks: list[Block] = [
-        Heading(f"edgekd report · {report['name']}", 1),
+        Heading(f"edgekd report · {report.name}", 1),
         _overview(report),
         Heading("Summary"),
         _headline(report),
@@ -392,16 +383,16 @@ def build_blocks(report: dict[str, Any]) -> list[Block]:
         _steps_table(report),
         _trajectory_plot(report),
     ]
-    latency = report.get("latency")
+    latency = report.latency
     if latency:
         blocks += [
             Heading("Latency"),
             Text(
-                f"{latency.get('backend', '')} with {latency.get('threads', '?')} threads on {latency.get('device', 'unknown device')}; "
-                "all models measured side by side in one process, interleaved, so ratios between them are comparable."
+                f"{latency.backend or ''} with {latency.threads or '?'} threads on {latency.device or 'unknown device'}, "
+                f"{latency.method()}: {HOW_MEASURED[latency.mode or 'paired']}."
             ),
             _latency_table(latency),
-            _pareto_plot(report),
+            _pareto_plot(report, latency),
             _distribution_plot(latency),
         ]
     blocks += _gates_blocks(report)
@@ -409,14 +400,15 @@ def build_blocks(report: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-def write_reports(workdir: Path, report: dict[str, Any]) -> tuple[Path, Path]:
+def write_reports(workdir: Path, report: Report | Mapping[str, Any]) -> tuple[Path, Path]:
     """Write `<workdir>/report.md` (with its plots in `report_plots/`) and a self-contained `<workdir>/report.html`."""
     workdir = Path(workdir)
+    report = as_report(report)
     blocks = build_blocks(report)
     plot_dir = real_folder(workdir / PLOT_DIR)
     for plot in (b for b in blocks if isinstance(b, Plot)):
         write_atomic(plot_dir / plot.filename, plot.png)
     markdown_path, html_path = workdir / "report.md", workdir / "report.html"
     write_atomic(markdown_path, to_markdown(blocks))
-    write_atomic(html_path, to_html(blocks, f"edgekd report · {report['name']}"))
+    write_atomic(html_path, to_html(blocks, f"edgekd report · {report.name}"))
     return markdown_path, html_path

@@ -1,4 +1,4 @@
-"""The `edgekd bench` command: parses the arguments, calls `benchmark()`, prints the tables,
+"""The `edgekd bench` command: parses the arguments, calls `api.bench()`, prints the tables,
 writes the JSON. Registered by the main CLI with `app.command("bench")(bench_command)`."""
 
 from __future__ import annotations
@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from edgekd.bench.harness import benchmark
+from edgekd import api, terminal
 from edgekd.bench.inputs import parse_input_shapes
 from edgekd.bench.render import render
-from edgekd import terminal
 from edgekd.errors import InputError
 from edgekd.files import output_file, write_json
 
@@ -81,7 +79,7 @@ def bench_command(
     """
     if json_path:  # refused now, not after minutes of timing
         output_file(json_path, "--json")
-    result = benchmark(
+    result = api.bench(
         models,
         mode=mode,
         rounds=rounds,
@@ -101,7 +99,7 @@ def bench_command(
         precision=precision,
         cache_dir=cache_dir,
     )
-    render(result, Console())
+    render(result, terminal.console())
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(json_path, result.to_json())

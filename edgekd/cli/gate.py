@@ -11,23 +11,11 @@ from typing import Annotated, Any, Optional
 import typer
 from pydantic import ValidationError
 
-from edgekd import terminal
+from edgekd import api, terminal
 from edgekd.errors import GateFailed, InputError
 from edgekd.files import output_file
-from edgekd.gate import (
-    BaselineLimits,
-    GatesConfig,
-    append_github_summary,
-    evaluate_gates,
-    github_summary_path,
-    load_report,
-    parse_fraction,
-    render_gates,
-    stored_gates_config,
-    verdict_line,
-    write_junit,
-)
-from edgekd.report import write_reports
+from edgekd.gate import BaselineLimits, GatesConfig, parse_fraction
+from edgekd.report import append_github_summary, github_summary_path, render_gates, verdict_line, write_junit
 
 def _cli_config(values: dict[str, Any]) -> GatesConfig:
     try:
@@ -37,20 +25,11 @@ def _cli_config(values: dict[str, Any]) -> GatesConfig:
         raise InputError(f"{problems}. Accuracies are fractions (0.9 = 90%), drops are points (0.5 = 0.5%).") from None
 
 
-def _choose_gates(report: dict[str, Any], report_path: Path, config: GatesConfig, limits: BaselineLimits, has_baseline: bool) -> GatesConfig:
-    """Thresholds on the command line win; with none, re-evaluate the recipe's gates stored in the report."""
+def _check_combination(limits: BaselineLimits, has_baseline: bool) -> None:
     if has_baseline and not limits.has_thresholds():
         raise InputError("--baseline needs a limit to compare with: --max-accuracy-drop, --max-size-growth or --max-speedup-drop")
     if not has_baseline and limits.has_thresholds():
         raise InputError("--max-size-growth and --max-speedup-drop compare with a reference run: add --baseline main/report.json")
-    if config.has_thresholds() or limits.has_thresholds():
-        return config
-    stored = stored_gates_config(report, str(report_path))
-    if stored is None or not stored.has_thresholds():
-        raise InputError(
-            f"no gates to evaluate: {report_path} has no recipe gates; give a threshold such as --min-accuracy 0.9 or --min-speedup 3"
-        )
-    return stored
 
 
 def gate_command(
@@ -67,7 +46,7 @@ def gate_command(
     ] = None,
     min_accuracy: Annotated[Optional[float], typer.Option(help="Lowest accuracy of the deployed model, a fraction (0.9 = 90%).")] = None,
     max_size_mb: Annotated[Optional[float], typer.Option(help="Largest deployed file in MB (10^6 bytes).")] = None,
-    min_speedup: Annotated[Optional[float], typer.Option(help="Lowest speedup vs the teacher, measured side by side in the run.")] = None,
+    min_speedup: Annotated[Optional[float], typer.Option(help="Lowest speedup vs the teacher, measured in the run.")] = None,
     speedup_batch: Annotated[Optional[int], typer.Option(help="Batch size the speedup gates read (default: the largest benchmarked).")] = None,
     max_latency_ms: Annotated[
         Optional[float], typer.Option(help="Highest median latency of the deployed model in ms. Absolute time: only meaningful on a pinned device.")
@@ -85,28 +64,27 @@ def gate_command(
     if junit is not None:  # where the verdicts go is checked before they are computed
         output_file(junit, "--junit")
     github_summary_path()
-    current = load_report(report)
-    reference = load_report(baseline) if baseline is not None else None
-    has_baseline = reference is not None
+    has_baseline = baseline is not None
     limits = BaselineLimits(
         max_accuracy_drop=max_accuracy_drop if has_baseline else None,
         max_size_growth=max_size_growth,
         max_speedup_drop=max_speedup_drop,
     )
+    _check_combination(limits, has_baseline)
     config = _cli_config({
         "min_accuracy": min_accuracy, "max_accuracy_drop": None if has_baseline else max_accuracy_drop,
         "max_size_mb": max_size_mb, "min_speedup": min_speedup, "speedup_batch": speedup_batch,
         "max_latency_ms": max_latency_ms, "latency_batch": latency_batch,
     })  # fmt: skip
-    config = _choose_gates(current, report, config, limits, has_baseline)
-    results = evaluate_gates(current, config, reference, limits)
-    title = f"edgekd gates · {current['name']}" + (f" vs {baseline}" if baseline else "")
-    render_gates(results, terminal.console(), title)
+    check = api.gate(report, baseline=baseline, gates=config, limits=limits)
+    name = check.report.name
+    title = f"edgekd gates · {name}" + (f" vs {baseline}" if baseline else "")
+    render_gates(check.results, terminal.console(), title)
     if junit is not None:
-        write_junit(results, junit, classname=f"edgekd.gates.{current['name']}")
-    append_github_summary(results, title)
-    if not all(r.passed for r in results):
-        raise GateFailed(verdict_line(results))
+        write_junit(check.results, junit, classname=f"edgekd.gates.{name}")
+    append_github_summary(check.results, title)
+    if not check.passed:
+        raise GateFailed(verdict_line(check.results))
 
 
 def report_command(
@@ -116,6 +94,5 @@ def report_command(
 
     Example:  edgekd report runs/quickstart   →  runs/quickstart/report.html
     """
-    report_path = run if run.suffix == ".json" else run / "report.json"
-    markdown_path, html_path = write_reports(report_path.parent, load_report(report_path))
+    markdown_path, html_path = api.report(run)
     terminal.console().print(f"wrote {markdown_path}\nwrote {html_path}")

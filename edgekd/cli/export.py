@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
-import onnx
-import torch
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from edgekd import terminal
+from edgekd import api, terminal
 from edgekd.errors import EdgekdError, InputError
-from edgekd.export.onnx_export import export_onnx
-from edgekd.export.runtime import check_onnx_file
-from edgekd.export.trt_lint import Finding, lint_tensorrt
 from edgekd.files import output_file
-from edgekd.models import build_model, load_state_dict_file
-from edgekd.registry import Registry
-
-targets: Registry[Callable[[onnx.ModelProto], list[Finding]]] = Registry("check target")
-targets.register(lint_tensorrt, name="tensorrt")
 
 
 def check_command(
@@ -37,8 +27,7 @@ def check_command(
 
     Example:  edgekd check runs/demo/student.int8.onnx --target tensorrt
     """
-    rules = targets.get(target)
-    findings = rules(check_onnx_file(model))
+    findings = api.check(model, target)
     console = terminal.console()
     if not findings:
         console.print(f"{model}: ready for {target} (no findings)", soft_wrap=True)
@@ -84,17 +73,12 @@ def export_command(
     Example:  edgekd export --model 'resnet_s(width=16)' --weights student.pt --input-shape 1x1x28x28 --output student.onnx
     """
     if run is not None:
-        from edgekd.api import export_run
-
-        files = export_run(run, opset=opset, dynamic_batch=dynamic_batch, force_unlock=force_unlock)
-        for kind, entry in files["student"]["onnx"].items():
-            terminal.console().print(f"{kind}: {run / entry['path']} — ONNX Runtime test accuracy {entry['accuracy']:.2%}, {entry['size_bytes']:,} bytes")
+        files = api.export_run(run, opset=opset, dynamic_batch=dynamic_batch, force_unlock=force_unlock)
+        for kind, entry in (files.student.onnx if files.student else {}).items():
+            terminal.console().print(f"{kind}: {run / entry.path} — ONNX Runtime test accuracy {entry.accuracy:.2%}, {entry.size_bytes:,} bytes")
         return
     if model is None or weights is None or input_shape is None:
         raise InputError("give a run folder (edgekd export runs/x), or --model, --weights and --input-shape together")
     output_file(output, "--output")
-    shape = parse_shape(input_shape)
-    net = build_model(model, in_channels=shape[1], num_classes=num_classes)
-    load_state_dict_file(net, weights)
-    exporter = export_onnx(net.eval(), output, torch.zeros(shape), opset=opset, dynamic_batch=dynamic_batch)
+    exporter = api.export_model(model, weights, parse_shape(input_shape), output, num_classes=num_classes, opset=opset, dynamic_batch=dynamic_batch)
     terminal.console().print(f"wrote {output} ({output.stat().st_size:,} bytes, {exporter} exporter, opset {opset})")
