@@ -533,6 +533,12 @@ class Run:
             cache = Artefacts(teacher_cache=TeacherCache.model_validate(summary))  # kept with the checkpoint
             self.artefacts = self.artefacts.merged(cache)
             self.report.apply(cache)
+        measured = self._evaluate_and_measure(self.student)
+        if trains:
+            assert recover is not None
+            # Against the best the student had before this phase: a pruning step may leave it at chance, recovery may not.
+            reference = max([a for a in (before, *(r.accuracy for r in self.report.steps[-1:])) if a is not None], default=None)
+            check_not_collapsed(label, reference, measured["accuracy"], self.data.num_classes, recover.optimizer.lr)
         validation = self.validation_accuracy(self.student)
         teacher_validation = self.report.teacher.val_accuracy
         return {
@@ -543,7 +549,7 @@ class Run:
             "step": step,
             "steps": planned.stage.num_steps(),
             "accuracy_before_recovery": before,
-            **self._evaluate_and_measure(self.student),
+            **measured,
             "val_accuracy": validation,
             "teacher_val_accuracy": teacher_validation,
             "passes_teacher": None if validation is None or teacher_validation is None else validation > teacher_validation,
@@ -579,6 +585,20 @@ class Run:
         """Atomic writes of what `save(handle)` writes, from rank 0 only: the other ranks hold the same state."""
         if self.dist.is_main:
             write_atomic(path, serialized(save))
+
+
+def check_not_collapsed(description: str, before: float | None, after: float, num_classes: int, lr: float) -> None:
+    """A recovery that leaves the student at chance accuracy is a divergence whose loss stayed finite
+    (e.g. a too high learning rate pushing every input to one class): stop before it is checkpointed.
+    Collapsed: it kept less than a tenth of the margin over chance it had before (`before`)."""
+    chance = 1 / num_classes
+    if before is None or before - chance < 0.1:
+        return
+    if after - chance < 0.1 * (before - chance):
+        raise TrainingDiverged(
+            f"{description}: recovery collapsed the student to chance accuracy ({after:.2%} with {num_classes} classes; "
+            f"{before:.2%} before).", lr,
+        )
 
 
 def _versus_teacher(record: StepRecord) -> str:

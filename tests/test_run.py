@@ -135,6 +135,17 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_checkpoint(make_
     assert len(resumed.steps) == 2
 
 
+def test_a_recovery_that_collapses_to_chance_stops_like_a_divergence(make_recipe):
+    # lr 30 with clipped gradients: the loss stays finite, but every input lands in one class.
+    collapsing = {"distill": {"epochs": 1, "lr": 30, "grad_clip": 1.0, "optimizer": {"momentum": 0}}}
+    recipe = make_recipe(stages=[{"distill": {"epochs": 2}}, collapsing])
+    with pytest.raises(TrainingDiverged, match=r"collapsed the student to chance accuracy .* with 10 classes") as error:
+        edgekd.compress(recipe, quiet=True)
+    assert "stages[1].distill.lr" in str(error.value)
+    report = json.loads((Path(recipe["workdir"]) / "report.json").read_text())
+    assert report["complete"] is False and len(report["steps"]) == 1  # the collapsed step was not kept
+
+
 def test_cli_runtime_failure_exits_1_without_traceback(tmp_path, make_recipe):
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(make_recipe(stages=[{"distill": {"epochs": 1, "lr": 1e6, "optimizer": {"momentum": 0}}}])))
