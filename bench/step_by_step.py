@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -123,8 +124,24 @@ def teacher_stage(args, seed_set, train, test, tokens, vocab, prompting) -> dict
     return {
         "model": teacher, "labelled": labelled, "summary": summary, "test_em": teacher_em,
         "params": sum(p.numel() for p in teacher.parameters()), "train_seconds": trained, "generate_seconds": generated,
-        "final_loss": losses[-1],
+        "final_loss": losses[-1], "quality": rationale_quality(labelled, {e.input: e for e in train}),
     }
+
+
+EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b if b else None}
+
+
+def rationale_quality(written: list[RationaleExample], gold: dict[str, RationaleExample]) -> dict[str, float]:
+    """How the teacher's rationales went wrong: the share of its `a op b = c` statements that are true
+    arithmetic, and of rationales whose sequence of operations is the gold rationale's (the plan)."""
+    statements = true = same_plan = 0
+    for example in written:
+        steps = EQUATION.findall(example.rationale or "")
+        statements += len(steps)
+        true += sum(OPERATIONS[op](int(a), int(b)) == int(c) for a, op, b, c in steps)
+        same_plan += [op for _, op, _, _ in steps] == [op for _, op, _, _ in EQUATION.findall(gold[example.input].rationale or "")]
+    return {"true_statements": true / max(1, statements), "same_plan": same_plan / max(1, len(written))}
 
 
 def subset(examples: list[RationaleExample], fraction: float, seed: int) -> list[RationaleExample]:
@@ -205,7 +222,7 @@ def main() -> None:
     print(
         f"teacher: {teacher['params']:,} parameters, {teacher['train_seconds']:.0f} s training (loss {teacher['final_loss']:.3f}), "
         f"{teacher['generate_seconds']:.0f} s writing {summary['generated']} rationales; test EM {teacher['test_em']:.3f}; "
-        f"unparsed {summary['unparsed']}/{len(train)}, disagreeing {summary['disagreeing']}", flush=True,
+        f"unparsed {summary['unparsed']}/{len(train)}, disagreeing {summary['disagreeing']}; {teacher['quality']}", flush=True,
     )
     teacher_by_input = {e.input: e for e in teacher["labelled"]}
     if args.probe:
@@ -230,7 +247,7 @@ def main() -> None:
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     record = {
         "results": {n: {str(f): v for f, v in r.items()} for n, r in results.items()}, "teacher_em": teacher["test_em"],
-        "teacher_summary": {k: v for k, v in summary.items() if k != "cache"}, "seconds": seconds, "total_seconds": total,
+        "teacher_summary": {k: v for k, v in summary.items() if k != "cache"}, "teacher_quality": teacher["quality"], "seconds": seconds, "total_seconds": total,
         "args": vars(args),
     }
     (Path(args.workdir) / "results.json").write_text(json.dumps(record, indent=2))
@@ -253,7 +270,9 @@ seed set to answer `Q: <input>\\nA:` with ` <rationale> The answer is <label>.`;
 **{teacher['test_em'] * 100:.1f}%**; on the training inputs {summary['unparsed']} outputs did not parse and
 {summary['disagreeing']} of the {len(train) - summary['unparsed']} parsed labels disagree with the ground truth
 (**{summary['disagreeing'] / max(1, len(train) - summary['unparsed']) * 100:.1f}%**, kept: their rationales still train
-step-by-step students).
+step-by-step students). Of the `a op b = c` statements in its rationales
+{teacher['quality']['true_statements'] * 100:.1f}% are true arithmetic; {teacher['quality']['same_plan'] * 100:.1f}% of its
+rationales follow the gold rationale's sequence of operations.
 
 Students: `t5_s({args.student})`, {student_params:,} parameters, {args.student_steps} AdamW steps each (batch
 {args.batch_size}, lr {args.lr}, cosine) at every fraction, {args.seeds} seeds (the seed draws the subset and the
