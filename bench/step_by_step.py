@@ -31,6 +31,7 @@ import re
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -77,6 +78,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--sbs-labels", choices=("ground_truth", "teacher"), default="ground_truth")
     parser.add_argument("--workdir", default="runs/step_by_step")
     parser.add_argument("--probe", action="store_true", help="time one student of each kind at 100%% and stop")
+    parser.add_argument("--replot", action="store_true", help="redraw step_by_step.png from the workdir's results.json and stop")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     return parser.parse_args()
 
@@ -183,7 +185,13 @@ def table(results: dict, fractions, label_only_full: float) -> str:
     return "\n".join(rows)
 
 
-def plot(results: dict, fractions, teacher_em: float, path: Path) -> bool:
+def constant_answer_floor(train: list[RationaleExample], test: list[RationaleExample]) -> float:
+    """Exact match of always answering the most frequent training label: what a student scores that learned nothing else."""
+    most_frequent = Counter(e.label for e in train).most_common(1)[0][0]
+    return exact_match([most_frequent] * len(test), [e.label for e in test])
+
+
+def plot(results: dict, fractions, teacher_em: float, floor: float, path: Path) -> bool:
     try:
         import matplotlib
 
@@ -196,6 +204,8 @@ def plot(results: dict, fractions, teacher_em: float, path: Path) -> bool:
         means = [statistics.mean(results[name][f]) * 100 for f in fractions]
         axes.plot([f * 100 for f in fractions], means, marker="o", label=name)
     axes.axhline(teacher_em * 100, color="grey", linestyle="--", label="teacher")
+    axes.axhline(floor * 100, color="black", linestyle=":", label="always the most frequent answer")
+    axes.set_ylim(bottom=0)
     axes.set_xscale("log", base=2)
     axes.set_xticks([f * 100 for f in fractions], [f"{f * 100:g}%" for f in fractions])
     axes.set_xlabel("training inputs used")
@@ -215,6 +225,12 @@ def main() -> None:
     everything = [as_example(p) for p in splits["train"]]
     seed_set, train, test = everything[: args.seed_set], everything[args.seed_set :], [as_example(p) for p in splits["test"]]
     prompting = TeacherPrompting(max_new_tokens=72)
+    floor = constant_answer_floor(train, test)
+    if args.replot:
+        record = json.loads((Path(args.workdir) / "results.json").read_text())
+        results = {n: {float(f): v for f, v in r.items()} for n, r in record["results"].items()}
+        plot(results, fractions, record["teacher_em"], floor, ROOT / "step_by_step.png")
+        return
     tokenizer, tokens = build_tokens(seed_set, train, prompting)
     vocab = tokenizer.vocab_size
     teacher = teacher_stage(args, seed_set, train, test, tokens, vocab, prompting)
@@ -253,7 +269,7 @@ def main() -> None:
     (Path(args.workdir) / "results.json").write_text(json.dumps(record, indent=2))
     if args.no_write:
         return
-    drew = plot(results, fractions, teacher["test_em"], ROOT / "step_by_step.png")
+    drew = plot(results, fractions, teacher["test_em"], floor, ROOT / "step_by_step.png")
     student_params = sum(p.numel() for p in model(sizes(args.student), vocab, 0).parameters())
     body = f"""Machine: {machine()}, through `cpujob work` (1 thread) on a **shared machine** (other helpers' jobs ran
 beside it). Date: {stamp()}. Whole run: {total / 60:.1f} min.
@@ -283,7 +299,8 @@ labels. Test exact match of the label (%, mean ± std over seeds), only the `pre
 
 {"![accuracy against data fraction](step_by_step.png)" if drew else "(matplotlib is not installed: no plot)"}
 
-Label-only fine-tuning at 100%: {label_only_full * 100:.1f}%. Training seconds per method (all runs):
+Label-only fine-tuning at 100%: {label_only_full * 100:.1f}%. Always answering the most frequent training label
+scores {floor * 100:.1f}%. Training seconds per method (all runs):
 {", ".join(f"{n} {s:.0f}" for n, s in seconds.items())}.
 """
     replace_section("Distilling step by step on synthetic word problems (issue 18)", body)
