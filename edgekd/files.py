@@ -133,6 +133,17 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_atomic(path, json_text(data))
 
 
+def json_object(line: str, where: str) -> dict[str, Any]:
+    """One JSON-lines row, which must be an object; `where` names the file and line in the error."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where} is not valid JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise InputError(f"{where} must be a JSON object with fields, not a {type(row).__name__}")
+    return row
+
+
 def real_folder(path: Path) -> Path:
     """`path` as a real folder (created if missing): a link or a file there is refused, so no writer
     follows a link out of the run folder."""

@@ -260,7 +260,7 @@ def test_empty_and_malformed_files_and_options_are_named(tmp_path):
     with pytest.raises(InputError, match="empty.jsonl' is empty: it holds no rows"):
         load_data("text", seed=0, root=str(tmp_path / "empty.jsonl"), options=REVIEWS)
     (tmp_path / "broken.jsonl").write_text('{"review": "good"}\n{"review": \n')
-    with pytest.raises(InputError, match="broken.jsonl' line 2: not valid JSON"):
+    with pytest.raises(InputError, match="broken.jsonl' line 2 is not valid JSON"):
         load_data("text", seed=0, root=str(tmp_path / "broken.jsonl"), options=REVIEWS)
     with pytest.raises(InputError, match="does not exist"):
         load_data("text", seed=0, root=str(tmp_path / "missing.jsonl"), options=REVIEWS)

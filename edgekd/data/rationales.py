@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from edgekd import decoding
 from edgekd.errors import InputError
-from edgekd.files import write_atomic
+from edgekd.files import json_object, write_atomic
 from edgekd.registry import close_matches
 
 
@@ -84,12 +84,7 @@ def read_rationale_jsonl(
 
 
 def _row(line: str, where: str, fields: RationaleFields, required: Sequence[str]) -> RationaleExample:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where} is not valid JSON: {exc}") from None
-    if not isinstance(row, dict):
-        raise InputError(f"{where} must be a JSON object with fields, not a {type(row).__name__}")
+    row = json_object(line, where)
     parts = {}
     for part in ("input", "label", "rationale", "teacher_label"):
         name = getattr(fields, part)

@@ -45,6 +45,7 @@ from edgekd.data.checks import check_classes, check_rows, check_token_rows
 from edgekd.data.registry import datasets
 from edgekd.data.tokenizer import TextTokenizer, TokenizerTraining, load_tokenizer, train_tokenizer
 from edgekd.errors import InputError
+from edgekd.files import json_object
 from edgekd.facts import IGNORE_INDEX, DataFacts
 from edgekd.registry import unknown_name
 
@@ -179,23 +180,13 @@ def read_rows(path: str | Path) -> TextSplit:
             else:
                 for number, line in enumerate(handle, start=1):
                     if line.strip():
-                        rows.append(_json_object(line, f"{str(path)!r} line {number}"))
+                        rows.append(json_object(line, f"{str(path)!r} line {number}"))
                         lines.append(number)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"text file {str(path)!r} cannot be read: {exc}") from None
     if not rows:
         raise InputError(f"text file {str(path)!r} is empty: it holds no rows")
     return TextSplit(rows, str(path), lines)
-
-
-def _json_object(line: str, where: str) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc.msg})") from None
-    if not isinstance(row, dict):
-        raise InputError(f"{where}: expected a JSON object, found {type(row).__name__}")
-    return row
 
 
 def _files(root: str | None, test: str | None) -> tuple[Path, Path | None]:
