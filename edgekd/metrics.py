@@ -14,14 +14,15 @@ from torch.utils.data import DataLoader
 
 from edgekd.errors import NotFinite
 from edgekd.facts import IGNORE_INDEX
-from edgekd.outputs import Inputs, first_samples
+from edgekd.outputs import Inputs, first_samples, logits_of, run_model
 
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, loader: DataLoader, device: torch.device, view: Callable[[torch.Tensor], torch.Tensor] | None = None
+    model: nn.Module, loader: DataLoader, device: torch.device, view: Callable[[torch.Tensor], Inputs] | None = None
 ) -> float:
-    """Top-1 accuracy in [0, 1] (inputs through `view` if given); restores the model's train/eval mode.
+    """Top-1 accuracy in [0, 1] (inputs through `view` if given: a tensor, or a text batch's keyword
+    arguments); the model may return anything `logits_of` reads. Restores the model's train/eval mode.
     NotFinite when a logit is NaN or infinite."""
     was_training = model.training
     model.eval()
@@ -29,10 +30,10 @@ def accuracy(
     try:
         for x, y in loader:
             x = x.to(device)
-            logits = model(view(x) if view else x)
+            logits = logits_of(run_model(model, view(x) if view else x))
             broken = int((~torch.isfinite(logits)).any(1).sum())
             if broken:  # argmax of NaN "predicts" a class: an accuracy from it would be a lie
-                raise NotFinite(f"its logits are NaN or infinite for {broken} of {len(x)} images in a batch (its weights diverged or overflow)")
+                raise NotFinite(f"its logits are NaN or infinite for {broken} of {len(x)} samples in a batch (its weights diverged or overflow)")
             correct += int((logits.argmax(1).cpu() == y).sum())
             total += len(y)
     finally:

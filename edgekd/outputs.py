@@ -21,7 +21,8 @@ tensor([[1., 1., 1.],
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+import inspect
+from typing import Any, Mapping, Sequence, Union
 
 import torch
 from torch import nn
@@ -55,6 +56,23 @@ def logits_of(output: Any) -> torch.Tensor:
             "a tuple or list whose first element is the logits, a dict with 'logits', or a Hugging Face ModelOutput"
         )
     return found
+
+
+class LogitsOnly(nn.Module):
+    """`model` called with its inputs positionally, or by keyword in the order of `names`, returning
+    only its logits: the one output an exported graph has, whatever the model returns."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str] = ()):
+        super().__init__()
+        self.model, self.names = model, tuple(names)
+        # Hugging Face decoders would also build (and return) a KV cache; an exported graph has none.
+        accepts = inspect.signature(model.forward).parameters
+        self.extra = {"use_cache": False} if "use_cache" in accepts else {}
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        if self.names:
+            return logits_of(self.model(**dict(zip(self.names, tensors)), **self.extra))
+        return logits_of(self.model(*tensors, **self.extra))
 
 
 def move_inputs(inputs: Inputs, device: torch.device | str) -> Inputs:

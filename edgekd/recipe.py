@@ -33,8 +33,10 @@ import edgekd.quant  # noqa: F401
 from edgekd.config import StrictModel
 from edgekd.data.augment import AugmentStep, check_pipeline
 from edgekd.data.registry import DatasetName
+from edgekd.data.text import text_options
 from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
+from edgekd.distill.registry import methods
 from edgekd.errors import InputError, RecipeError, read_mapping_file
 from edgekd.records import GatesConfig
 from edgekd.registry import close_matches, names_user_code, refused_user_code, unknown_name, user_code_allowed
@@ -163,6 +165,38 @@ class Recipe(StrictModel):
         for role, view in (("teacher", self.teacher.input), ("student", self.student.input)):
             if view not in known:
                 raise ValueError(f"{role}.input: {unknown_name('view', view, known)} (Define more in data.views.)")
+        return self
+
+    @model_validator(mode="after")
+    def _text_the_runner_runs(self) -> Recipe:
+        """What the runner cannot do with text data yet, refused before anything loads or trains."""
+        if self.data.dataset != "text":
+            return self
+        problems = []
+        task = text_options(self.data.options).task
+        if task != "classify":
+            problems.append(
+                f"data.options.task: {task!r} is not supported by the runner yet; it compresses text classifiers "
+                "(task: classify). Generation models are reachable from Python (edgekd.data.text, edgekd.distill.sequence, "
+                "edgekd.export.transformer)"
+            )
+        if self.data.views:
+            problems.append("data.views: views transform images; text data has none (remove data.views)")
+        if self.data.augment:
+            problems.append("data.augment: the augmentations transform images; text data takes none (remove data.augment)")
+        # A stage's recover block is named only where it sets its own method (else distill.method is).
+        blocks = [("distill", self.distill)] + [
+            (p.recover_path, p.recover) for p in self.plan if p.recover is not None and p.recover.method != self.distill.method
+        ]
+        for where, block in blocks:
+            for term in block.terms:
+                if methods.get(term.method).reads_features:
+                    problems.append(
+                        f"{where}.method: {term.method!r} reads intermediate features, which the runner does not tap in "
+                        "text models yet; use a method that reads logits (kd, ce, dml, multi-teacher, ta)"
+                    )
+        if problems:  # finished lines, each naming its field
+            raise PydanticCustomError(PLAN_ERROR, "{count} problem(s) with text data", {"count": len(problems), "problems": problems})
         return self
 
     @property

@@ -173,12 +173,23 @@ class TeacherCache(Record):
 
 
 class DatasetSummary(Record):
+    """The data a run read. Image data: its normalization. Text data: its task, tokenizer (`vocab_size`,
+    `tokenizer` source), `max_length`, rows cut to it per split (`truncated`) and class `labels`."""
+
+    omit_when_empty = frozenset({"task", "vocab_size", "max_length", "tokenizer", "truncated", "labels"})
+
     name: str
     input_shape: list[int] = Field(default_factory=list)
     num_classes: int | None = None
     sizes: dict[str, int] = Field(default_factory=dict)
     mean: list[float] | None = None
     std: list[float] | None = None
+    task: str | None = None
+    vocab_size: int | None = None
+    max_length: int | None = None
+    tokenizer: str | None = None
+    truncated: dict[str, int] = Field(default_factory=dict)
+    labels: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- latency

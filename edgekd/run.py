@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from edgekd import terminal
 from edgekd.version import __version__
 from edgekd.bench.environment import environment
-from edgekd.data import DataBundle, load_data
+from edgekd.data import DataBundle, TextBundle, load_data
 from edgekd.data.augment import FRESH_VIEWS, Augmenter, TrainBatches, make_augmenter, pool_view
 from edgekd.data.views import views_from
 from edgekd.distributed import Distributed
@@ -38,6 +38,7 @@ from edgekd.files import real_folder, serialized, sweep_temporaries, write_atomi
 from edgekd.gate import evaluate_gates
 from edgekd.metrics import accuracy, measure
 from edgekd.models import build_model, check_runs, load_state_dict_file, load_tensors
+from edgekd.outputs import logits_of, run_model
 from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.recipe import PlannedStage, Recipe
 from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherCache, TeacherRecord
@@ -200,7 +201,7 @@ class Run:
             x = x.to(self.device)
             if view is not None and self.augmenter is not None:
                 x, _ = self.augmenter(x, y, index, view)
-            chunks.append(self.teacher(self.teacher_view(x)).float().cpu())
+            chunks.append(logits_of(run_model(self.teacher, self.teacher_view(x))).float().cpu())
         return torch.cat(chunks)
 
     def obtain_teacher(self, config: TeacherConfig) -> nn.Module:
@@ -339,8 +340,12 @@ class Run:
         data = self.recipe.data
         self.data = load_data(
             data.dataset, seed=self.seed, root=data.root, val_split=data.val_split,
-            test_split=data.test_split, limit=data.limit, options=data.options,
+            test_split=data.test_split, limit=data.limit, options=data.options, workdir=self.workdir,
         )
+        if isinstance(self.data, TextBundle):
+            # Text has no image views (the recipe refuses them): both models read the token batch as
+            # keyword arguments, through one shared function (cross-modal needs two different ones).
+            self.student_view = self.teacher_view = self.data.model_inputs
         self.augmenter = make_augmenter(data.augment, self.data, self.seed)  # checks its settings before anything trains
         self.teacher = self.obtain_teacher(self.recipe.teacher)
         self.report = Report(
@@ -364,11 +369,13 @@ class Run:
 
     def _build(self, spec: str, role: str = "teacher") -> nn.Module:
         view = self.student_view if role == "student" else self.teacher_view
-        sample = view(self.data.test.tensors[0][:1])
-        model = build_model(
-            spec, in_channels=sample.shape[1], num_classes=self.data.num_classes, image_size=sample.shape[-1]
-        ).to(self.device)
-        check_runs(model, sample.to(self.device), spec)
+        sample = view(self.data.test.tensors[0][:1].to(self.device))
+        if isinstance(self.data, TextBundle):
+            model = build_model(spec, self.data.facts)
+        else:  # the image size and channels as the model's view gives them
+            model = build_model(spec, in_channels=sample.shape[1], num_classes=self.data.num_classes, image_size=sample.shape[-1])
+        model = model.to(self.device)
+        check_runs(model, sample, spec)
         return model
 
     def _initial_student(self) -> nn.Module:

@@ -14,7 +14,7 @@ spinning stopped between runs); `latency.mode` says which."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 import numpy as np
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -140,13 +140,16 @@ class BenchStage(Stage):
     def apply(self, ctx: StageContext, step: int) -> StepResult:
         config = self.config
         models = onnx_models(ctx.artefacts, ctx.workdir)
+        # Token inputs have a dynamic sequence axis besides the batch: timed at the test split's padded length.
+        example = ctx.example_input()
+        shapes = {name: tuple(t.shape) for name, t in example.items()} if isinstance(example, Mapping) else None
         results = {}
         for backend in config.backends:
             result = benchmark(
                 list(models.values()), mode=config.mode, rounds=config.rounds, backend=backend,
                 batch_sizes=tuple(config.batch_sizes), threads=config.threads, spinning=config.spinning,
                 warmup_s=config.warmup_s, min_iterations=config.min_iterations, min_duration_s=config.min_duration_s,
-                memory=config.memory, seed=ctx.seed,
+                memory=config.memory, seed=ctx.seed, input_shapes=shapes,
             )  # fmt: skip
             render(result, ctx.console)
             results[backend] = result

@@ -251,11 +251,15 @@ class TextBundle(DataBundle):
 
     def inputs(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """A batch as a model's keyword arguments (see the module docstring)."""
-        pad = self._tokenizer.pad_id
-        inputs = {"input_ids": x, "attention_mask": (x != pad).long()}
+        inputs = self.model_inputs(x)
         if self.task == "seq2seq":
+            pad = self._tokenizer.pad_id
             inputs["decoder_input_ids"] = shift_right(y, start=pad, pad=pad)
         return inputs
+
+    def model_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Token ids as the keyword arguments a classifier or decoder takes (no targets needed)."""
+        return {"input_ids": x, "attention_mask": (x != self._tokenizer.pad_id).long()}
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """Text of token ids; -100 and padding left out."""

@@ -77,6 +77,8 @@ class FeatureConfig(PairsConfig):
 class FeatureMatching(Term):
     """Match student feature maps to the teacher's through adapters (kept out of the student)."""
 
+    reads_features = True
+
     Config = FeatureConfig
     example = {"pairs": [["features.3", "layers.1"]]}
     adapter_kernel = 1
@@ -164,6 +166,8 @@ def attention_map(feature: torch.Tensor, p: float) -> torch.Tensor:
 @methods.register(name="attention")
 class AttentionTransfer(Term):
     """Zagoruyko & Komodakis: (β/2)·Σ‖Q_S/‖Q_S‖ − Q_T/‖Q_T‖‖² over layer pairs; β is the term's weight."""
+
+    reads_features = True
 
     Config = AttentionConfig
     example = {"weight": 10, "pairs": [["features.3", "layers.1"]]}

@@ -26,6 +26,7 @@ from edgekd.distill.losses import kd_loss, soft_weights
 from edgekd.distill.registry import methods
 from edgekd.distill.taps import FeatureTaps
 from edgekd.errors import InputError
+from edgekd.outputs import Inputs, logits_of, run_model
 
 if TYPE_CHECKING:
     from edgekd.distill.config import TeacherConfig
@@ -59,7 +60,7 @@ class Phase:
     # The teacher's logits for every training sample and view, computed once (see Run.soft_labels).
     soft_labels: Callable[[], SoftLabelCache] | None = None
     # What runs the student's forward pass in training: the student, or its DDP wrapper.
-    student_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    student_forward: Callable[..., Any] | None = None
     # How far the phase has trained, 0 (first batch) to 1 (last): what α schedules follow.
     progress: float = 0.0
 
@@ -92,17 +93,17 @@ class Batch:
         self.objective, self.x, self.y, self.index, self.view = objective, x, y, index, view
 
     @cached_property
-    def student_input(self) -> torch.Tensor:
+    def student_input(self) -> Inputs:
         return self.objective.phase.student_view(self.x)
 
     @cached_property
-    def teacher_input(self) -> torch.Tensor:
+    def teacher_input(self) -> Inputs:
         return self.objective.phase.teacher_view(self.x)
 
     @cached_property
     def student_logits(self) -> torch.Tensor:
         phase = self.objective.phase
-        return (phase.student_forward or phase.student)(self.student_input)
+        return logits_of(run_model(phase.student_forward or phase.student, self.student_input))
 
     @cached_property
     def teacher_logits(self) -> torch.Tensor:
@@ -112,7 +113,7 @@ class Batch:
         teacher = self.objective.phase.teacher
         assert teacher is not None
         with torch.no_grad():
-            return teacher(self.teacher_input)
+            return logits_of(run_model(teacher, self.teacher_input))
 
     def student_feature(self, path: str) -> torch.Tensor:
         _ = self.student_logits  # the forward pass fills the taps
@@ -134,6 +135,8 @@ class Term:
     # Settings of a working term for a built-in cnn student and resnet_s teacher (their layer
     # paths): what the registry-driven tests train every registered method with.
     example: ClassVar[dict[str, Any]] = {}
+    # Whether the term reads intermediate features (taps) rather than only the models' logits.
+    reads_features: ClassVar[bool] = False
 
     def __init__(self, config: TermConfig, phase: Phase):
         self.config = config

@@ -125,6 +125,8 @@ class SelfDistillation(Term):
     """Be Your Own Teacher (Zhang et al. 2019): each shallow head learns from labels, from the deepest
     head's soft targets and, through its bottleneck, from the deepest feature (the classifier's input)."""
 
+    reads_features = True
+
     Config = SelfConfig
     example = {"heads": ["features.1"]}
 

@@ -15,6 +15,7 @@ from edgekd.distill.config import TrainConfig
 from edgekd.distill.methods import Objective
 from edgekd.distributed import Distributed
 from edgekd.errors import EdgekdError
+from edgekd.outputs import Inputs, logits_of, run_model
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -61,7 +62,7 @@ def _check_finite(value: float, description: str, epoch: int, batch: int, lr: fl
 
 
 @torch.no_grad()
-def _check_weights(model: nn.Module, description: str, epoch: int, lr: float, probe: torch.Tensor | None = None) -> None:
+def _check_weights(model: nn.Module, description: str, epoch: int, lr: float, probe: Inputs | None = None) -> None:
     """The loss is computed before each update, so the last update of an epoch is checked here: the
     weights and BatchNorm statistics it produced, and the outputs they give on `probe` (eval mode,
     so nothing changes) — finite weights can still overflow."""
@@ -74,9 +75,9 @@ def _check_weights(model: nn.Module, description: str, epoch: int, lr: float, pr
     if probe is None:
         return
     was_training = model.training
-    output = model.eval()(probe)
+    output = logits_of(run_model(model.eval(), probe))
     model.train(was_training)
-    if torch.is_tensor(output) and not torch.isfinite(output).all():
+    if not torch.isfinite(output).all():
         raise TrainingDiverged(f"{description}: the outputs became NaN or infinite after the last update of epoch {epoch} (the weights overflow).", lr)
 
 
@@ -184,7 +185,7 @@ def fit(
                 if scheduler:
                     scheduler.step()
                 running += value
-            _check_weights(student, description, epoch, config.optimizer.lr, probe=x)
+            _check_weights(student, description, epoch, config.optimizer.lr, probe=objective.phase.student_view(x))
             epoch_losses.append(running / max(len(loader), 1))
             if progress and task is not None:
                 progress.update(task, advance=1, description=f"{description} loss {epoch_losses[-1]:.4f}")

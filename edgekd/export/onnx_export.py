@@ -32,6 +32,7 @@ from edgekd.version import __version__
 from edgekd.errors import EdgekdError, InputError
 from edgekd.files import write_atomic
 from edgekd.export.qdq import finish_qdq
+from edgekd.outputs import LogitsOnly
 from edgekd.quant.graph import quant_schedule
 from edgekd.quant.profiles import profiles
 
@@ -70,7 +71,7 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        proto = _export(model, example_input, opset, dynamic_batch, chosen)
+        proto = _export(_returning_logits(model, example_input), example_input, opset, dynamic_batch, chosen)
     finally:
         model.train(was_training)
     schedule = quant_schedule(model)
@@ -80,6 +81,20 @@ def export_onnx(
         extra = {"quant_profile": schedule.profile, **{k: str(v) for k, v in counts.items()}}
     save_checked(proto, path, {"exporter": chosen, **extra, **(metadata or {})})
     return chosen
+
+
+class _ImageLogits(LogitsOnly):
+    """One positional input named as the graph's: the dynamo exporter matches dynamic axes by name."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 — the graph input's name
+        return super().forward(input)
+
+
+@torch.no_grad()
+def _returning_logits(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The graph's one output is the logits: a model that returns a tensor is exported as it is (its
+    node names unchanged), one that returns a tuple, dict or ModelOutput through a wrapper."""
+    return model if isinstance(model(example), torch.Tensor) else _ImageLogits(model)
 
 
 def save_checked(proto: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError, InputError, NotFinite
+from edgekd.outputs import logits_of
 
 
 def session(path: str | Path, *, threads: int | None = None, optimized_path: str | Path | None = None) -> ort.InferenceSession:
@@ -41,7 +42,10 @@ def session(path: str | Path, *, threads: int | None = None, optimized_path: str
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run(sess: ort.InferenceSession, x: torch.Tensor) -> np.ndarray:
+def run(sess: ort.InferenceSession, x: torch.Tensor | Mapping[str, torch.Tensor]) -> np.ndarray:
+    """The first output for one batch: an image tensor, or a text batch's token tensors by input name."""
+    if isinstance(x, Mapping):
+        return sess.run(None, {name: x[name].detach().cpu().numpy().astype(np.int64) for name in (i.name for i in sess.get_inputs())})[0]
     name = sess.get_inputs()[0].name
     return sess.run(None, {name: x.detach().cpu().numpy().astype(np.float32)})[0]
 
@@ -72,7 +76,7 @@ def parity(model: nn.Module, path: str | Path, batches: Iterable[torch.Tensor], 
     agree = total = 0
     max_diff, diff_sum, values = 0.0, 0.0, 0
     for x in batches:
-        expected = model(x.to(device)).cpu().numpy()
+        expected = logits_of(model(x.to(device))).cpu().numpy()
         got = run(sess, x)
         _require_finite(expected, path, "PyTorch")
         _require_finite(got, path, "ONNX Runtime")

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Mapping
 
 import torch
 from pydantic import Field
-from torch import nn
+from torch import fx, nn
 
 from edgekd.config import StrictModel
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.placement import StemTiming, choose_stem
 from edgekd.export.runtime import onnx_accuracy, parity
+from edgekd.export.transformer import export_sequence_model, sequence_parity
 from edgekd.quant.graph import float_stem, quant_schedule, stem_layers, to_float
+from edgekd.quant.swap import strip_fake_quant
 from edgekd.quant.profiles import profiles
 from edgekd.records import Artefacts, OnnxFile, Parity, StemPlacement, StudentFiles, TeacherFiles
 from edgekd.stage import Role, Stage, StageContext, StepResult, View, stages
@@ -67,7 +69,9 @@ class ExportStage(Stage):
     def apply(self, ctx: StageContext, step: int) -> StepResult:
         student = ctx.student
         quantized = quant_schedule(student) is not None
-        float_student = to_float(student) if quantized else student
+        float_student = student
+        if quantized:  # a torch.fx graph, or a module-swapped transformer (edgekd.quant.stage.needs_module_swap)
+            float_student = to_float(student) if isinstance(student, fx.GraphModule) else strip_fake_quant(student)
         # The teacher first: `stem: auto` times the candidate int8 files with the teacher in the rotation.
         teacher = self._write(ctx, ctx.teacher, "teacher", "teacher.onnx", "fp32", check_parity=False)
         files = {"fp32": self._write(ctx, float_student, "student", "student.onnx", "fp32")}
@@ -112,16 +116,27 @@ class ExportStage(Stage):
         config = self.config
         path = Path(ctx.workdir) / name
         view = ctx.view(role)
-        exporter = export_onnx(
-            model, path, ctx.example_input(role=role), opset=config.opset, dynamic_batch=config.dynamic_batch,
-            exporter=config.exporter if precision == "fp32" else "torchscript",
-            metadata={"precision": precision, "recipe_hash": ctx.recipe_hash, "recipe": ctx.name, **(extra or {})},
-        )
+        metadata = {"precision": precision, "recipe_hash": ctx.recipe_hash, "recipe": ctx.name, **(extra or {})}
+        example = ctx.example_input(batch=2, role=role)
+        text = isinstance(example, Mapping)
+        if text:  # a text classifier: the encoder family's graph (token ids and attention mask in)
+            export_sequence_model(model, path, "encoder", example=example, opset=config.opset, metadata=metadata)
+            exporter = "torchscript"
+        else:
+            exporter = export_onnx(
+                model, path, ctx.example_input(role=role), opset=config.opset, dynamic_batch=config.dynamic_batch,
+                exporter=config.exporter if precision == "fp32" else "torchscript", metadata=metadata,
+            )
         agreement = None
         if check_parity:
             threshold = getattr(config.parity_min_agreement, precision)
-            images = (x for x, _ in islice(_batches(ctx, "val", view), config.parity_batches))
-            agreement = Parity.model_validate(parity(model, path, images, min_agreement=threshold))
+            inputs = [x for x, _ in islice(_batches(ctx, "val", view), config.parity_batches)]
+            if text:
+                found = sequence_parity(model, path, inputs, min_agreement=threshold)
+                found["samples"] = found.pop("positions")  # an encoder scores one position per sequence
+            else:
+                found = parity(model, path, inputs, min_agreement=threshold)
+            agreement = Parity.model_validate(found)
         accuracy = onnx_accuracy(path, _batches(ctx, "test", view))
         write_metadata(path, {"test_accuracy": f"{accuracy:.6f}"})
         # Paths relative to the workdir, so a report stays valid when the run folder moves (CI artefacts).
@@ -129,5 +144,6 @@ class ExportStage(Stage):
 
 
 def _batches(ctx: StageContext, split: str, view: View) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """A split's (images, labels) as the model reads them (its view of the data)."""
+    """A split's (inputs, labels) as the model reads them (its view of the data: images, or a text
+    batch's token tensors by name)."""
     return ((view(x.to(ctx.device)), y) for x, y in ctx.loader(split))

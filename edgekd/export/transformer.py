@@ -28,7 +28,6 @@ Generation settings (EOS, padding, decoder start) travel in the file's metadata,
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import warnings
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from edgekd.export.int4 import materialized_int4, replace_with_matmul_nbits
 from edgekd.export.onnx_export import save_checked
 from edgekd.export.qdq import finish_qdq, fold_weight_transposes
 from edgekd.export.runtime import session
-from edgekd.outputs import logits_of
+from edgekd.outputs import LogitsOnly
 from edgekd.quant.graph import quant_schedule
 from edgekd.quant.profiles import profiles
 from edgekd.quant.swap import INT4_PROFILE
@@ -94,20 +93,6 @@ def check_family(family: str) -> Family:
     if family not in FAMILIES:
         raise InputError(unknown_name("model family", family, FAMILIES))
     return family  # type: ignore[return-value]
-
-
-class LogitsOnly(nn.Module):
-    """The model called with keyword inputs in a fixed order, returning only its logits."""
-
-    def __init__(self, model: nn.Module, names: Sequence[str]):
-        super().__init__()
-        self.model, self.names = model, tuple(names)
-        # Hugging Face decoders would also build (and return) a KV cache; the graph has none.
-        accepts = inspect.signature(model.forward).parameters
-        self.extra = {"use_cache": False} if "use_cache" in accepts else {}
-
-    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return logits_of(self.model(**dict(zip(self.names, tensors)), **self.extra))
 
 
 def example_inputs(family: Family, batch: int = 2, length: int = 8) -> dict[str, torch.Tensor]:

@@ -16,15 +16,16 @@ recipe is validated, before anything trains."""
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Mapping
 
 import torch
 from pydantic import Field
-from torch import fx, nn
+from torch import nn
 
 from edgekd.config import StrictModel
 from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes
 from edgekd.quant.profiles import profiles
+from edgekd.quant.swap import insert_linear_fake_quant
 from edgekd.stage import Stage, StageContext, StepResult, stages
 
 ProfileName = profiles.name_type()
@@ -57,8 +58,22 @@ class QATConfig(StrictModel):
         return 0 if self.learnable_scales else 1
 
 
-def fake_quantize(model: nn.Module, config: QATConfig, batches_per_epoch: int) -> fx.GraphModule:
-    """A copy of `model` with fake quantization where `config.profile`'s runtime quantizes (not calibrated)."""
+def needs_module_swap(model: nn.Module, example: Any) -> bool:
+    """Whether `model` quantizes by module swap (`edgekd.quant.swap`: its Linear layers) rather than
+    through a torch.fx graph: transformers — models that read token inputs (keyword arguments), and
+    Hugging Face models, whose forward torch.fx cannot trace."""
+    return isinstance(example, Mapping) or callable(getattr(model, "save_pretrained", None))
+
+
+def fake_quantize(model: nn.Module, config: QATConfig, batches_per_epoch: int, *, module_swap: bool = False) -> nn.Module:
+    """A copy of `model` with fake quantization where `config.profile`'s runtime quantizes (not calibrated):
+    in a torch.fx graph, or with `module_swap` in every Linear layer."""
+    if module_swap:
+        return insert_linear_fake_quant(
+            model, profiles.get(config.profile), batches_per_epoch=batches_per_epoch, calibration=config.calibration,
+            percentile=config.percentile, learnable_scales=config.learnable_scales,
+            freeze_observers_epoch=config.observers_frozen_from,
+        )  # fmt: skip
     return insert_fake_quant(
         model,
         profiles.get(config.profile),
@@ -72,9 +87,9 @@ def fake_quantize(model: nn.Module, config: QATConfig, batches_per_epoch: int) -
 
 
 def quantize(
-    model: nn.Module, calibration: Iterable[torch.Tensor], config: QATConfig | None = None, *,
-    batches_per_epoch: int = 1, **settings: object,
-) -> fx.GraphModule:  # fmt: skip
+    model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str, torch.Tensor]], config: QATConfig | None = None, *,
+    batches_per_epoch: int = 1, module_swap: bool = False, **settings: object,
+) -> nn.Module:  # fmt: skip
     """Insert fake quantization for a profile and calibrate it on up to `calibration_batches` input
     batches: a model that exports to int8 ONNX as it is (post-training quantization) or trains on
     (QAT; then pass the loader's length as `batches_per_epoch`, which the freeze epochs count in).
@@ -88,7 +103,7 @@ def quantize(
     'ort-x86'
     """
     config = config or QATConfig.model_validate(settings)
-    quantized = fake_quantize(model, config, batches_per_epoch)
+    quantized = fake_quantize(model, config, batches_per_epoch, module_swap=module_swap)
     calibrate(quantized, islice(calibration, config.calibration_batches))
     return quantized
 
@@ -108,8 +123,9 @@ class QATStage(Stage):
         batches_per_epoch = len(ctx.loader("train"))
         loader = ctx.loader("train", shuffle=True, seed=ctx.phase_seed(self.index, step))
         view = ctx.view("student")
-        images = (view(x.to(ctx.device)) for x, _ in loader)
-        ctx.student = quantize(ctx.student, images, self.config, batches_per_epoch=batches_per_epoch)
+        inputs = (view(x.to(ctx.device)) for x, _ in loader)
+        module_swap = needs_module_swap(ctx.student, ctx.example_input())
+        ctx.student = quantize(ctx.student, inputs, self.config, batches_per_epoch=batches_per_epoch, module_swap=module_swap)
         return StepResult(
             record={
                 "int8": True,
@@ -118,8 +134,9 @@ class QATStage(Stage):
                 "params": counts["params"],
                 "size_bytes": int8_size_bytes(ctx.student),
             },
-            state={"profile": self.config.profile, "batches_per_epoch": batches_per_epoch},
+            state={"profile": self.config.profile, "batches_per_epoch": batches_per_epoch, "module_swap": module_swap},
         )
 
     def restore(self, ctx: StageContext, state: dict[str, Any]) -> None:
-        ctx.student = fake_quantize(ctx.student, self.config, int(state["batches_per_epoch"]))
+        module_swap = bool(state.get("module_swap", False))  # checkpoints of earlier versions: the fx path
+        ctx.student = fake_quantize(ctx.student, self.config, int(state["batches_per_epoch"]), module_swap=module_swap)

@@ -1,0 +1,134 @@
+"""Text classification and models with non-tensor outputs through `edgekd compress`: prune → qat →
+export (parity) → bench, and what the runner refuses before anything trains."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import edgekd
+from edgekd.errors import InputError
+from edgekd.recipe import load_recipe
+
+WORDS = {
+    "io": "open read write file close buffer stream seek",
+    "net": "socket connect send recv host port address bind",
+    "math": "sqrt floor ceil sin cos log pow exp",
+}
+
+
+def write_jsonl(path: Path, rows: int = 150, seed: int = 0) -> Path:
+    """Rows whose class shows in their words, with shared noise words: learnable in a few epochs."""
+    rng = random.Random(seed)
+    noise = "def return self value args if else for in".split()
+    with path.open("w") as handle:
+        for i in range(rows):
+            label = list(WORDS)[i % len(WORDS)]
+            words = rng.sample(WORDS[label].split(), 3) + rng.sample(noise, 4)
+            rng.shuffle(words)
+            handle.write(json.dumps({"code": " ".join(words), "package": label}) + "\n")
+    return path
+
+
+def text_recipe(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    recipe: dict[str, Any] = {
+        "name": "text-tiny",
+        "seed": 0,
+        "device": "cpu",
+        "workdir": str(tmp_path / "run"),
+        "data": {
+            "dataset": "text", "root": str(write_jsonl(tmp_path / "rows.jsonl")), "batch_size": 32,
+            "options": {"task": "classify", "input": "code", "label": "package", "max_length": 24,
+                        "tokenizer": {"kind": "wordpiece", "vocab_size": 80}},
+        },  # fmt: skip
+        "teacher": {"model": "bert_s(dim=32, depth=2, heads=4, mlp_ratio=2)", "train": {"epochs": 4, "lr": 0.003, "optimizer": {"name": "adamw"}}},
+        "student": "teacher",
+        "distill": {"epochs": 1, "lr": 0.002, "optimizer": {"name": "adamw"}},
+        "stages": [
+            {"prune": {"target_macs": 0.6, "steps": 1}},
+            {"qat": {"profile": "ort-x86", "calibration_batches": 2}, "recover": {"epochs": 1, "lr": 0.0005}},
+            {"export": {}},
+            {"bench": {"rounds": 2, "batch_sizes": [1], "warmup_s": 0.0, "min_iterations": 2, "min_duration_s": 0.01, "memory": False, "mode": "paired"}},
+        ],
+    }
+    recipe.update(extra)
+    return recipe
+
+
+def test_a_text_classifier_is_pruned_quantized_exported_and_benchmarked(tmp_path):
+    report = edgekd.compress(text_recipe(tmp_path), quiet=True).to_json()
+    assert report["dataset"]["task"] == "classify" and report["dataset"]["labels"] == sorted(WORDS)
+    assert report["teacher"]["accuracy"] > 0.6  # the words give the class away
+    prune, qat = report["steps"][0], report["steps"][1]
+    assert prune["macs"] < report["teacher"]["macs"] and prune["params"] < report["teacher"]["params"]
+    run = tmp_path / "run"
+    checkpoint = json.loads((run / "progress.json").read_text())["checkpoint"]
+    student = torch.load(run / "checkpoints" / checkpoint, weights_only=True)["student"]
+    heads_width = [v.shape[0] for k, v in student.items() if re.search(r"attn\.q\.(\w+\.)?weight$", k)]
+    mlp_width = [v.shape[0] for k, v in student.items() if re.search(r"mlp\.fc1\.(\w+\.)?weight$", k)]
+    assert len(heads_width) == len(mlp_width) == 2
+    assert min(heads_width) < 32 and all(w % 8 == 0 for w in heads_width)  # whole heads of 8 went
+    assert min(mlp_width) < 64
+    assert qat["int8"] and qat["quant_profile"] == "ort-x86"
+    files = report["student"]["onnx"]
+    assert set(files) == {"fp32", "int8"}
+    for entry in files.values():
+        assert entry["parity"]["agreement"] >= entry["parity"]["min_agreement"]
+        assert 0 <= entry["accuracy"] <= 1
+    assert len(report["latency"]["models"]) == 3  # the teacher and both student files, timed at batch 1
+
+
+def test_a_hugging_face_text_classifier_runs_and_its_pruned_config_stays_consistent(tmp_path):
+    pytest.importorskip("transformers")
+    bert = ("hf-config:bert(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, "
+            "hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)")  # fmt: skip
+    recipe = text_recipe(tmp_path, teacher={"model": bert, "train": {"epochs": 3, "lr": 0.003, "optimizer": {"name": "adamw"}}},
+                         stages=[{"prune": {"target_macs": 0.6, "steps": 1}}, {"export": {}}])
+    report = edgekd.compress(recipe, quiet=True).to_json()
+    assert report["steps"][0]["macs"] < report["teacher"]["macs"]
+    assert report["student"]["onnx"]["fp32"]["parity"]["agreement"] >= 0.999
+
+
+def test_a_model_output_image_classifier_runs_through_prune_qat_and_export(tmp_path, make_recipe):
+    pytest.importorskip("transformers")
+    vit = ("hf-config:vit(image_size=8, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2, "
+           "num_attention_heads=4, intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)")  # fmt: skip
+    recipe = make_recipe(
+        teacher={"model": vit, "train": {"epochs": 2, "lr": 0.003, "optimizer": {"name": "adamw"}}}, student="teacher",
+        distill={"epochs": 1, "lr": 0.001, "optimizer": {"name": "adamw"}},
+        stages=[{"prune": {"target_macs": 0.6, "steps": 1}}, {"qat": {"calibration_batches": 2}, "recover": {"epochs": 1}}, {"export": {"opset": 18}}],
+    )
+    report = edgekd.compress(recipe, quiet=True).to_json()
+    assert report["steps"][0]["macs"] < report["teacher"]["macs"]
+    assert set(report["student"]["onnx"]) == {"fp32", "int8"}
+    assert report["student"]["onnx"]["fp32"]["exporter"] == "dynamo"  # opset 18: the logits wrapper exports there too
+    assert report["student"]["onnx"]["int8"]["parity"]["agreement"] >= report["student"]["onnx"]["int8"]["parity"]["min_agreement"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"data.options.task": "generate", "data.options.target": "package"}, "data.options.task"),
+        ({"distill.method": [{"method": "kd"}, {"method": "attention", "pairs": [["blocks.0", "blocks.0"]]}]}, "distill.method"),
+        ({"data.views": {"low": {"resize": 4}}}, "data.views"),
+    ],
+)
+def test_what_the_runner_cannot_do_with_text_is_refused_before_training(tmp_path, change, field):
+    recipe = text_recipe(tmp_path)
+    for path, value in change.items():
+        *parents, key = path.split(".")
+        node = recipe
+        for part in parents:
+            node = node[part]
+        node[key] = value
+    recipe_file = tmp_path / "recipe.json"
+    recipe_file.write_text(json.dumps(recipe))
+    with pytest.raises(InputError, match=field.replace(".", r"\.")):
+        load_recipe(recipe_file)
+    assert not (tmp_path / "run").exists()
