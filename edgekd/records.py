@@ -126,12 +126,15 @@ class TeacherRecord(ModelMetrics):
 
 
 class StudentRecord(ModelMetrics):
-    """The final student; `onnx` holds its exported files by precision (`fp32`, `int8`)."""
+    """The final student; `onnx` holds its exported files by precision (`fp32`, `int8`). `pretrained`: the
+    folder (relative to the workdir) where a Hugging Face student was saved with `save_pretrained` — its
+    float weights, pruned sizes in its config — which `from_pretrained` reloads."""
 
-    omit_when_empty = frozenset({"onnx"})
+    omit_when_empty = frozenset({"onnx", "pretrained"})
 
     model: str
     onnx: dict[str, OnnxFile] = Field(default_factory=dict)
+    pretrained: str | None = None
 
 
 class StepRecord(ModelMetrics):

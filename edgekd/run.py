@@ -39,7 +39,9 @@ from edgekd.gate import evaluate_gates
 from edgekd.metrics import accuracy, measure
 from edgekd.models import build_model, check_runs, load_state_dict_file, load_tensors
 from edgekd.outputs import logits_of, run_model
-from edgekd.prune import ChannelPruner, PruneConfig
+from edgekd.prune import ChannelPruner, PruneConfig, save_pretrained
+from edgekd.prune.hf import is_hf_model
+from edgekd.quant import float_model
 from edgekd.recipe import PlannedStage, Recipe
 from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherCache, TeacherRecord
 from edgekd.report import PLOT_DIR, write_reports
@@ -49,6 +51,7 @@ from edgekd.workdir import claim_workdir, workdir_lock
 CHECKPOINT_FORMAT = "edgekd.checkpoint/1"
 CHECKPOINT_NAME = re.compile(r"^stage\d{2}-step\d{3}\.pt$")
 CHECKPOINT_KEYS = {"student", "restores", "records", "report"}
+PRETRAINED_DIR = "student-pretrained"  # a Hugging Face student, saved for from_pretrained
 # Data settings that change no cached teacher or soft label: batch sizes, and the pool size (a view's
 # draws depend on its number alone, and teacher training reads views beyond any pool).
 NOT_IN_CACHE_KEYS = {"batch_size", "eval_batch_size", "augment_views"}
@@ -569,7 +572,7 @@ class Run:
             "accuracy": self.evaluate(self.student), **self.measure(self.student)
         }
         model = self.recipe.teacher.model if student_spec == "teacher" else student_spec
-        self.report.student = StudentRecord(model=model, **metrics)
+        self.report.student = StudentRecord(model=model, pretrained=self._save_pretrained(), **metrics)
         self.report.apply(self.artefacts)
         self.report.complete = True
         gates = self.recipe.gates
@@ -579,6 +582,15 @@ class Run:
         self._write_report()
         if self.dist.is_main:
             write_reports(self.workdir, self.report)
+
+    def _save_pretrained(self) -> str | None:
+        """A Hugging Face student saved with `save_pretrained` (float weights; a quantized one without its
+        quantizers), so `from_pretrained` reloads the pruned model; the folder's name, or None."""
+        student = float_model(self.student)
+        if not is_hf_model(student) or not self.dist.is_main:
+            return None
+        save_pretrained(student, self.workdir / PRETRAINED_DIR)
+        return PRETRAINED_DIR
 
     def _write_report(self) -> None:
         self._write_json(self.workdir / "report.json", self.report.to_json())

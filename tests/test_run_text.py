@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime
 import pytest
 import torch
 
@@ -85,7 +87,7 @@ def test_a_text_classifier_is_pruned_quantized_exported_and_benchmarked(tmp_path
 
 
 def test_a_hugging_face_text_classifier_runs_and_its_pruned_config_stays_consistent(tmp_path):
-    pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers")
     bert = ("hf-config:bert(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, "
             "hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)")  # fmt: skip
     recipe = text_recipe(tmp_path, teacher={"model": bert, "train": {"epochs": 3, "lr": 0.003, "optimizer": {"name": "adamw"}}},
@@ -93,10 +95,21 @@ def test_a_hugging_face_text_classifier_runs_and_its_pruned_config_stays_consist
     report = edgekd.compress(recipe, quiet=True).to_json()
     assert report["steps"][0]["macs"] < report["teacher"]["macs"]
     assert report["student"]["onnx"]["fp32"]["parity"]["agreement"] >= 0.999
+    # The pruned student reloads with from_pretrained and computes what the exported student computes.
+    run = tmp_path / "run"
+    reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(run / report["student"]["pretrained"], local_files_only=True).eval()
+    config = reloaded.config
+    assert config.num_attention_heads * config.intermediate_size < 4 * 64
+    ids = torch.randint(3, 80, (4, 10))
+    with torch.no_grad():
+        expected = reloaded(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.numpy()
+    sess = onnxruntime.InferenceSession(str(run / "student.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": np.ones_like(ids.numpy())})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_a_model_output_image_classifier_runs_through_prune_qat_and_export(tmp_path, make_recipe):
-    pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers")
     vit = ("hf-config:vit(image_size=8, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2, "
            "num_attention_heads=4, intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)")  # fmt: skip
     recipe = make_recipe(
@@ -107,6 +120,8 @@ def test_a_model_output_image_classifier_runs_through_prune_qat_and_export(tmp_p
     report = edgekd.compress(recipe, quiet=True).to_json()
     assert report["steps"][0]["macs"] < report["teacher"]["macs"]
     assert set(report["student"]["onnx"]) == {"fp32", "int8"}
+    reloaded = transformers.AutoModelForImageClassification.from_pretrained(tmp_path / "run" / report["student"]["pretrained"])
+    assert reloaded.config.num_attention_heads * reloaded.config.intermediate_size < 4 * 64  # the float weights, pruned
     assert report["student"]["onnx"]["fp32"]["exporter"] == "dynamo"  # opset 18: the logits wrapper exports there too
     assert report["student"]["onnx"]["int8"]["parity"]["agreement"] >= report["student"]["onnx"]["int8"]["parity"]["min_agreement"]
 

@@ -22,15 +22,15 @@ from typing import Iterator, Literal, Mapping
 
 import torch
 from pydantic import Field
-from torch import fx, nn
+from torch import nn
 
 from edgekd.config import StrictModel
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.placement import StemTiming, choose_stem
 from edgekd.export.runtime import onnx_accuracy, parity
 from edgekd.export.transformer import export_sequence_model, sequence_parity
-from edgekd.quant.graph import float_stem, quant_schedule, stem_layers, to_float
-from edgekd.quant.swap import strip_fake_quant
+from edgekd.quant.graph import float_stem, quant_schedule, stem_layers
+from edgekd.quant.stage import float_model
 from edgekd.quant.profiles import profiles
 from edgekd.records import Artefacts, OnnxFile, Parity, StemPlacement, StudentFiles, TeacherFiles
 from edgekd.stage import Role, Stage, StageContext, StepResult, View, stages
@@ -69,9 +69,7 @@ class ExportStage(Stage):
     def apply(self, ctx: StageContext, step: int) -> StepResult:
         student = ctx.student
         quantized = quant_schedule(student) is not None
-        float_student = student
-        if quantized:  # a torch.fx graph, or a module-swapped transformer (edgekd.quant.stage.needs_module_swap)
-            float_student = to_float(student) if isinstance(student, fx.GraphModule) else strip_fake_quant(student)
+        float_student = float_model(student)
         # The teacher first: `stem: auto` times the candidate int8 files with the teacher in the rotation.
         teacher = self._write(ctx, ctx.teacher, "teacher", "teacher.onnx", "fp32", check_parity=False)
         files = {"fp32": self._write(ctx, float_student, "student", "student.onnx", "fp32")}

@@ -20,12 +20,12 @@ from typing import Any, Iterable, Literal, Mapping
 
 import torch
 from pydantic import Field
-from torch import nn
+from torch import fx, nn
 
 from edgekd.config import StrictModel
-from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes
+from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes, quant_schedule, to_float
 from edgekd.quant.profiles import profiles
-from edgekd.quant.swap import insert_linear_fake_quant
+from edgekd.quant.swap import insert_linear_fake_quant, strip_fake_quant
 from edgekd.stage import Stage, StageContext, StepResult, stages
 
 ProfileName = profiles.name_type()
@@ -63,6 +63,14 @@ def needs_module_swap(model: nn.Module, example: Any) -> bool:
     through a torch.fx graph: transformers — models that read token inputs (keyword arguments), and
     Hugging Face models, whose forward torch.fx cannot trace."""
     return isinstance(example, Mapping) or callable(getattr(model, "save_pretrained", None))
+
+
+def float_model(model: nn.Module) -> nn.Module:
+    """The float model of a quantized one (a torch.fx graph or a module-swapped transformer): its trained
+    float weights without quantizers. A float model is returned as it is."""
+    if quant_schedule(model) is None:
+        return model
+    return to_float(model) if isinstance(model, fx.GraphModule) else strip_fake_quant(model)
 
 
 def fake_quantize(model: nn.Module, config: QATConfig, batches_per_epoch: int, *, module_swap: bool = False) -> nn.Module:
