@@ -3,6 +3,8 @@ generation, token accuracy, exact match and perplexity."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -52,7 +54,9 @@ def measure(model: nn.Module, example_input: Inputs) -> dict[str, int]:
     or a text batch's keyword arguments."""
     was_training = model.training
     model.eval()
-    macs, _ = tp.utils.count_ops_and_params(model, first_samples(example_input))
+    # For keyword inputs torch-pruning prints that it assumes batch 1 on every call, which it is.
+    with contextlib.redirect_stdout(io.StringIO()):
+        macs, _ = tp.utils.count_ops_and_params(model, first_samples(example_input))
     model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
     return {"macs": int(macs), "params": int(params), "size_bytes": state_bytes(model)}
