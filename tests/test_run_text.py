@@ -147,3 +147,14 @@ def test_what_the_runner_cannot_do_with_text_is_refused_before_training(tmp_path
     with pytest.raises(InputError, match=field.replace(".", r"\.")):
         load_recipe(recipe_file)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_quantized_text_student_resumes_into_a_later_export(tmp_path):
+    """Resume rebuilds the pruned widths and the module-swap quantizers before the saved weights load."""
+    stages = text_recipe(tmp_path)["stages"]
+    first = edgekd.compress(text_recipe(tmp_path, stages=stages[:2]), quiet=True).to_json()
+    extended = edgekd.compress(text_recipe(tmp_path, stages=stages[:3]), resume=True, quiet=True).to_json()
+    assert extended["steps"] == first["steps"]
+    int8 = extended["student"]["onnx"]["int8"]
+    assert int8["parity"]["agreement"] >= int8["parity"]["min_agreement"]
+    assert abs(int8["accuracy"] - first["student"]["accuracy"]) <= 1 / 30  # one of the 30 test rows at most
