@@ -38,7 +38,7 @@ from edgekd.files import real_folder, serialized, sweep_temporaries, write_atomi
 from edgekd.gate import evaluate_gates
 from edgekd.metrics import accuracy, measure
 from edgekd.models import build_model, check_runs, load_state_dict_file, load_tensors
-from edgekd.outputs import logits_of, run_model
+from edgekd.outputs import Inputs, logits_of, run_model
 from edgekd.prune import ChannelPruner, PruneConfig, save_pretrained
 from edgekd.prune.hf import is_hf_model
 from edgekd.quant import float_model
@@ -119,7 +119,7 @@ class Run:
         shard = (self.dist.rank, self.dist.world_size) if sharded else (0, 1)
         return self.data.loader(split, size, shuffle=shuffle, seed=self.seed if seed is None else seed, indexed=indexed, shard=shard)
 
-    def example_input(self, batch: int = 1, role: Role = "student") -> torch.Tensor:
+    def example_input(self, batch: int = 1, role: Role = "student") -> Inputs:
         """Real test inputs as `role` sees them (its view), on the run's device."""
         return self.view(role)(self.data.test.tensors[0][:batch].to(self.device))
 
@@ -586,10 +586,9 @@ class Run:
     def _save_pretrained(self) -> str | None:
         """A Hugging Face student saved with `save_pretrained` (float weights; a quantized one without its
         quantizers), so `from_pretrained` reloads the pruned model; the folder's name, or None."""
-        student = float_model(self.student)
-        if not is_hf_model(student) or not self.dist.is_main:
+        if not is_hf_model(self.student) or not self.dist.is_main:  # a module-swapped student keeps its class
             return None
-        save_pretrained(student, self.workdir / PRETRAINED_DIR)
+        save_pretrained(float_model(self.student), self.workdir / PRETRAINED_DIR)
         return PRETRAINED_DIR
 
     def _write_report(self) -> None:

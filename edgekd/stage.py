@@ -32,8 +32,11 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import DataLoader
 
+    from edgekd.outputs import Inputs
+
 Role = Literal["student", "teacher"]
-View = Callable[["torch.Tensor"], "torch.Tensor"]
+# How a model sees a stored batch: an image view (a tensor), or a text batch's keyword arguments.
+View = Callable[["torch.Tensor"], "Inputs"]
 
 
 class StageContext(Protocol):
@@ -71,8 +74,8 @@ class StageContext(Protocol):
         """How the student (or the teacher) sees a batch of inputs (see `data.views`)."""
         ...
 
-    def example_input(self, batch: int = 1, role: Role = "student") -> torch.Tensor:
-        """Real test inputs as `role` sees them, on the run's device."""
+    def example_input(self, batch: int = 1, role: Role = "student") -> Inputs:
+        """Real test inputs as `role` sees them, on the run's device (a text model's: keyword arguments)."""
         ...
 
     def evaluate(self, model: nn.Module, split: str = "test", role: Role = "student") -> float:

@@ -85,7 +85,7 @@ def test_evaluating_a_model_with_nan_logits_is_refused():
     from edgekd.metrics import accuracy
 
     loader = [(torch.randn(8, 1, 8, 8), torch.zeros(8, dtype=torch.long))]
-    with pytest.raises(NotFinite, match="8 of 8 images"):
+    with pytest.raises(NotFinite, match="8 of 8 samples"):
         accuracy(_nan_model(), loader, torch.device("cpu"))
 
 
