@@ -346,6 +346,11 @@ class Run:
             test_split=data.test_split, limit=data.limit, options=data.options, workdir=self.workdir,
         )
         if isinstance(self.data, TextBundle):
+            if self.data.task != "classify":  # a factory's text, which the recipe could not check
+                raise InputError(
+                    f"data.dataset: {data.dataset!r} gives {self.data.task} text, which the runner does not compress yet; "
+                    "it compresses text classifiers (task: classify)"
+                )
             # Text has no image views (the recipe refuses them): both models read the token batch as
             # keyword arguments, through one shared function (cross-modal needs two different ones).
             self.student_view = self.teacher_view = self.data.model_inputs

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import edgekd
+from edgekd.data import TextData
 from edgekd.errors import InputError
 from edgekd.recipe import load_recipe
 
@@ -158,3 +159,17 @@ def test_a_quantized_text_student_resumes_into_a_later_export(tmp_path):
     int8 = extended["student"]["onnx"]["int8"]
     assert int8["parity"]["agreement"] >= int8["parity"]["min_agreement"]
     assert abs(int8["accuracy"] - first["student"]["accuracy"]) <= 1 / 30  # one of the 30 test rows at most
+
+
+def generation_rows(root: str | None = None) -> TextData:
+    """A dataset factory giving generation text (task generate), which no recipe field announces."""
+    rows = [{"prompt": f"say {i}", "answer": str(i)} for i in range(40)]
+    return TextData(train=rows, options={"task": "generate", "input": "prompt", "target": "answer",
+                                         "tokenizer": {"kind": "wordpiece", "vocab_size": 60}})  # fmt: skip
+
+
+def test_a_factory_giving_generation_text_is_refused_before_the_teacher_trains(tmp_path):
+    recipe = text_recipe(tmp_path, data={"dataset": "tests.test_run_text:generation_rows"})
+    with pytest.raises(InputError, match="data.dataset: .* gives causal-lm text"):
+        edgekd.compress(recipe, quiet=True)
+    assert not list((tmp_path / "run").glob("teacher-*.pt"))
