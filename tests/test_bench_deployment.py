@@ -56,9 +56,10 @@ def test_one_fresh_process_per_model_condition_and_round(deployed):
     assert {r["condition"] for r in data["results"]} == {"on", "off"}
     assert all(len(r["pids"]) == 2 and len(r["process_medians_ms"]) == 2 for r in data["results"])
     assert data["models"][0]["description"]["session_options"] == "ONNX Runtime defaults except intra_op_num_threads=1"
-    console = Console(record=True, width=200)
+    console = Console(record=True, width=200, markup=False)  # as edgekd's own console
     render(deployed, console)
     text = console.export_text()
+    assert "[/]" not in text and "[dim]" not in text and "[bold]" not in text  # styles, not printed tags
     assert "batch 2 · spinning off" in text and "spinning off / spinning on (latency ratio, median over rounds): small b1" in text
 
 
@@ -132,6 +133,7 @@ def test_cli_deployment_json_names_mode_and_pids(models, tmp_path):
     data = json.loads(out.read_text())
     assert data["mode"] == "deployment" and len(data["processes"]) == 2
     assert "deployment mode: each model alone in a fresh process" in result.output
+    assert "[/]" not in result.output and "[dim]" not in result.output
 
 
 def test_deployment_mode_refuses_modules_and_single_rounds(models):

@@ -1,6 +1,10 @@
 """Rich tables for a BenchResult: one table per batch size and condition (a column per model,
 the reference first), then findings and per-node profiles; the header says how the numbers
-were measured — which mode, and with which session options."""
+were measured — which mode, and with which session options.
+
+edgekd's console prints with markup off (user strings print as they are), so this module writes
+Rich markup with every user string escaped and turns it on where it prints: `markup=True`, and
+`Text.from_markup` for table cells and titles."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from edgekd.bench.deployment import ratio_between
 from edgekd.bench.result import CONFIDENCE, SESSION_RESOLUTION, BenchResult, Case, DeployedCase
@@ -16,19 +21,19 @@ from edgekd.bench.stats import CV_UNSTABLE, RoundRatio
 
 
 def render(result: BenchResult, console: Console) -> None:
-    console.print(_header(result))
+    console.print(_header(result), markup=True)
     for batch in result.settings.options.batch_sizes:
         for condition in result.conditions:
             console.print(_batch_table(result, batch, condition))
     for line in _condition_differences(result):
-        console.print(line)
+        console.print(line, markup=True)
     for finding in result.findings:
-        console.print(f"[yellow]finding: {escape(finding)}[/]")
+        console.print(f"[yellow]finding: {escape(finding)}[/]", markup=True)
     profiled = {(case.model, case.batch): case for case in result.cases if case.profile}
     for case in profiled.values():
         console.print(_profile_table(case))
     for note in result.notes:
-        console.print(f"[dim]note: {escape(note)}[/]")
+        console.print(f"[dim]note: {escape(note)}[/]", markup=True)
 
 
 def _header(result: BenchResult) -> str:
@@ -83,13 +88,13 @@ def _condition_differences(result: BenchResult) -> list[str]:
 def _batch_table(result: BenchResult, batch: int, condition: str) -> Table:
     cases = [result.case(model.name, batch, condition) for model in result.models]
     title = f"batch {batch}" + (f" · spinning {condition}" if result.mode == "deployment" else "")
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text.from_markup(title), title_justify="left")
     table.add_column("")
     for case in cases:
-        table.add_column(escape(case.model), justify="right")
+        table.add_column(Text(case.model), justify="right")
     rows = _deployed_rows() if result.mode == "deployment" else _paired_rows(result)
     for label, cell in rows + _common_rows(result, batch, condition):
-        table.add_row(label, *(cell(case) for case in cases))
+        table.add_row(Text.from_markup(label), *(Text.from_markup(cell(case)) for case in cases))
     return table
 
 
@@ -195,9 +200,9 @@ def _ratio(result: BenchResult, case: Case, batch: int, condition: str) -> str:
 
 
 def _profile_table(case: Case) -> Table:
-    table = Table(title=f"{escape(case.model)} · batch {case.batch} · slowest nodes", title_justify="left")
+    table = Table(title=Text(f"{case.model} · batch {case.batch} · slowest nodes"), title_justify="left")
     for column in ("node", "op", "mean (ms/run)", "share"):
         table.add_column(column, justify="right" if column in ("mean (ms/run)", "share") else "left")
     for op in case.profile or ():
-        table.add_row(escape(op.node), op.op_type, f"{op.mean_ms:.3f}", f"{op.share:.1%}")
+        table.add_row(Text(op.node), op.op_type, f"{op.mean_ms:.3f}", f"{op.share:.1%}")
     return table
