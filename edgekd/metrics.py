@@ -106,6 +106,28 @@ class GenerationScores:
         }
 
 
+@torch.no_grad()
+def generation_metrics(
+    model: nn.Module, loader: DataLoader, device: torch.device, view: Callable[[torch.Tensor], Inputs]
+) -> dict[str, float]:
+    """Token accuracy, teacher-forced exact match and perplexity over a loader of (token ids, per-token
+    targets) batches, the inputs through `view`. Restores the model's train/eval mode; NotFinite when a
+    logit is NaN or infinite."""
+    was_training = model.training
+    model.eval()
+    scores = GenerationScores()
+    try:
+        for x, y in loader:
+            logits = logits_of(run_model(model, view(x.to(device)))).float().cpu()
+            broken = int((~torch.isfinite(logits)).flatten(1).any(1).sum())
+            if broken:
+                raise NotFinite(f"its logits are NaN or infinite for {broken} of {len(x)} sequences in a batch (its weights diverged or overflow)")
+            scores.update(logits, y)
+    finally:
+        model.train(was_training)
+    return scores.result()
+
+
 def generation_scores(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """Token accuracy, teacher-forced exact match and perplexity of one batch (see GenerationScores)."""
     scores = GenerationScores()

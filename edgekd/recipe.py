@@ -84,6 +84,7 @@ class RuntimeConfig(StrictModel):
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PLAN_ERROR = "edgekd_plan"  # a pydantic error type whose context carries finished problem lines
+TOKEN_METHODS = ("ce", "kd")  # the distillation methods defined per token, for generation data
 
 
 @dataclass
@@ -173,12 +174,13 @@ class Recipe(StrictModel):
         if self.data.dataset != "text":
             return self
         problems = []
-        task = text_options(self.data.options).task
-        if task != "classify":
+        options = text_options(self.data.options)
+        generates = options.task == "generate"
+        if generates and options.layout != "causal":
             problems.append(
-                f"data.options.task: {task!r} is not supported by the runner yet; it compresses text classifiers "
-                "(task: classify). Generation models are reachable from Python (edgekd.data.text, edgekd.distill.sequence, "
-                "edgekd.export.transformer)"
+                f"data.options.layout: {options.layout!r} generation is not compressed by the runner yet; it compresses "
+                "text classifiers and causal language models (layout: causal). Seq2seq models are reachable from Python "
+                "(edgekd.data.text, edgekd.distill.sequence, edgekd.export.transformer)"
             )
         if self.data.views:
             problems.append("data.views: views transform images; text data has none (remove data.views)")
@@ -190,7 +192,12 @@ class Recipe(StrictModel):
         ]
         for where, block in blocks:
             for term in block.terms:
-                if methods.get(term.method).reads_features:
+                if generates and term.method not in TOKEN_METHODS:
+                    problems.append(
+                        f"{where}.method: {term.method!r} is not defined per token; generation data distills with "
+                        f"{' or '.join(TOKEN_METHODS)} (token-level KD: distill.divergence, beta, temperature)"
+                    )
+                elif methods.get(term.method).reads_features:
                     problems.append(
                         f"{where}.method: {term.method!r} reads intermediate features, which the runner does not tap in "
                         "text models yet; use a method that reads logits (kd, ce, dml, multi-teacher, ta)"

@@ -51,12 +51,14 @@ class Record(BaseModel):
 
 class ModelMetrics(Record):
     """A model as the report measures it: test accuracy (PyTorch, a fraction), MACs per sample
-    (batch 1), trainable parameters, and the bytes of its parameters and buffers as stored."""
+    (batch 1), trainable parameters, and the bytes of its parameters and buffers as stored. For
+    generation data `accuracy` is the token accuracy on real target tokens and `perplexity` is set."""
 
     accuracy: float
     macs: int
     params: int
     size_bytes: int
+    perplexity: float | None = Field(None, description="generation: test perplexity per real target token")
 
 
 class Parity(Record):
@@ -99,12 +101,14 @@ class OnnxFile(Record):
     """One exported file: `path` relative to the workdir, its ONNX Runtime test accuracy and parity;
     an int8 file also says in which precision it ships the image stem, and why."""
 
-    omit_when_empty = frozenset({"exporter", "parity", "stem", "placement"})
+    omit_when_empty = frozenset({"exporter", "parity", "stem", "placement", "perplexity", "exact_match"})
 
     path: str
     exporter: str | None = None
     parity: Parity | None = None
     accuracy: float | None = None
+    perplexity: float | None = Field(None, description="generation: ONNX Runtime test perplexity (accuracy is the token accuracy)")
+    exact_match: float | None = Field(None, description="generation: greedy answers decoded by ONNX Runtime equal to the targets")
     size_bytes: int
     stem: Literal["int8", "float"] | None = None
     placement: StemPlacement | None = None
@@ -118,7 +122,7 @@ class OnnxFile(Record):
 class TeacherRecord(ModelMetrics):
     """The teacher, with its validation accuracy (None without a validation split)."""
 
-    omit_when_empty = frozenset({"onnx", "val_accuracy"})
+    omit_when_empty = frozenset({"onnx", "val_accuracy", "perplexity"})
 
     model: str
     val_accuracy: float | None = None
@@ -130,7 +134,7 @@ class StudentRecord(ModelMetrics):
     folder (relative to the workdir) where a Hugging Face student was saved with `save_pretrained` — its
     float weights, pruned sizes in its config — which `from_pretrained` reloads."""
 
-    omit_when_empty = frozenset({"onnx", "pretrained"})
+    omit_when_empty = frozenset({"onnx", "pretrained", "perplexity"})
 
     model: str
     onnx: dict[str, OnnxFile] = Field(default_factory=dict)
@@ -143,7 +147,7 @@ class StepRecord(ModelMetrics):
 
     omit_when_empty = frozenset({
         "seconds", "recovery_epochs", "recovery_seconds", "val_accuracy", "teacher_val_accuracy", "passes_teacher",
-        "target", "target_metric", "prunable_channels", "int8", "quant_profile",
+        "target", "target_metric", "prunable_channels", "int8", "quant_profile", "perplexity",
     })  # fmt: skip
 
     stage: str

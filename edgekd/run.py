@@ -34,9 +34,10 @@ from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, Train
 from edgekd.distill.cache import SoftLabelCache, storage_top_k
 from edgekd.distill.train import TrainingDiverged
 from edgekd.errors import InputError, NotFinite
+from edgekd.facts import DataFacts
 from edgekd.files import real_folder, serialized, sweep_temporaries, write_atomic, write_json
 from edgekd.gate import evaluate_gates
-from edgekd.metrics import accuracy, measure
+from edgekd.metrics import accuracy, generation_metrics, measure
 from edgekd.models import build_model, check_runs, load_state_dict_file, load_tensors
 from edgekd.outputs import Inputs, logits_of, run_model
 from edgekd.prune import ChannelPruner, PruneConfig, save_pretrained
@@ -123,9 +124,28 @@ class Run:
         """Real test inputs as `role` sees them (its view), on the run's device."""
         return self.view(role)(self.data.test.tensors[0][:batch].to(self.device))
 
+    @property
+    def facts(self) -> DataFacts:
+        return self.data.facts
+
+    @property
+    def generates(self) -> bool:
+        """Whether the data is generation text: per-token targets, scored per real target token."""
+        return isinstance(self.data, TextBundle) and self.data.task != "classify"
+
     def evaluate(self, model: nn.Module, split: str = "test", role: Role = "student") -> float:
+        """Test accuracy; for generation data the token accuracy on real target tokens."""
+        return self.scores(model, split, role)["token_accuracy"] if self.generates else self._scored(
+            lambda: accuracy(model, self.loader(split), self.device, self.view(role)), split, role
+        )
+
+    def scores(self, model: nn.Module, split: str = "test", role: Role = "student") -> dict[str, float]:
+        """A generation model's token accuracy, teacher-forced exact match and perplexity on a split."""
+        return self._scored(lambda: generation_metrics(model, self.loader(split), self.device, self.view(role)), split, role)
+
+    def _scored(self, score: Callable[[], Any], split: str, role: Role) -> Any:
         try:
-            return accuracy(model, self.loader(split), self.device, self.view(role))
+            return score()
         except NotFinite as exc:
             raise NotFinite(f"the {role} on the {split} split: {exc}") from None
 
@@ -154,7 +174,9 @@ class Run:
         distill = config if recovery else DistillConfig(**config.model_dump(), method="ce", alpha=0)
         mentor = self.teacher if teacher == "default" and recovery else teacher
         runtime = self.recipe.runtime
-        cache = self.soft_labels if runtime.teacher_cache and mentor is not None and mentor is self.teacher else None
+        cache = self.soft_labels if runtime.teacher_cache and mentor is not None and mentor is self.teacher and not self.generates else None
+        if runtime.teacher_cache and recovery and self.generates and isinstance(mentor, nn.Module):
+            self.say(f"{description}: the teacher runs live on every batch (its logit cache serves class logits, not tokens)")
         phase = Phase(
             distill, model, mentor if isinstance(mentor, nn.Module) else None, self.device, seed,
             student_view=self.student_view if mentor is not None else self.teacher_view,
@@ -346,10 +368,10 @@ class Run:
             test_split=data.test_split, limit=data.limit, options=data.options, workdir=self.workdir,
         )
         if isinstance(self.data, TextBundle):
-            if self.data.task != "classify":  # a factory's text, which the recipe could not check
+            if self.data.task == "seq2seq":  # a factory's text, which the recipe could not check
                 raise InputError(
-                    f"data.dataset: {data.dataset!r} gives {self.data.task} text, which the runner does not compress yet; "
-                    "it compresses text classifiers (task: classify)"
+                    f"data.dataset: {data.dataset!r} gives seq2seq generation text, which the runner does not "
+                    "compress yet; it compresses text classifiers and causal language models (layout: causal)"
                 )
             # Text has no image views (the recipe refuses them): both models read the token batch as
             # keyword arguments, through one shared function (cross-modal needs two different ones).
@@ -370,10 +392,18 @@ class Run:
             ),
             environment=environment(),
         )
-        self.say(f"teacher {self.recipe.teacher.model}: test accuracy {self.report.teacher.accuracy:.2%}")
+        perplexity = self.report.teacher.perplexity
+        measured = "token accuracy" if self.generates else "accuracy"
+        self.say(f"teacher {self.recipe.teacher.model}: test {measured} {self.report.teacher.accuracy:.2%}"
+                 + (f", perplexity {perplexity:.3g}" if perplexity is not None else ""))
 
     def _evaluate_and_measure(self, model: nn.Module, role: Role = "student") -> dict[str, Any]:
-        return {"accuracy": self.evaluate(model, role=role), **self.measure(model, role)}
+        if self.generates:
+            scores = self.scores(model, role=role)
+            quality = {"accuracy": scores["token_accuracy"], "perplexity": scores["perplexity"]}
+        else:
+            quality = {"accuracy": self.evaluate(model, role=role)}
+        return {**quality, **self.measure(model, role)}
 
     def _build(self, spec: str, role: str = "teacher") -> nn.Module:
         view = self.student_view if role == "student" else self.teacher_view
@@ -525,7 +555,8 @@ class Run:
             self.report.steps.append(record)
             before = record.accuracy_before_recovery
             self.say(
-                f"{label}: accuracy {record.accuracy:.2%}"
+                f"{label}: {'token accuracy' if self.generates else 'accuracy'} {record.accuracy:.2%}"
+                + (f", perplexity {record.perplexity:.3g}" if record.perplexity is not None else "")
                 + (f" (before recovery {before:.2%})" if before is not None else "")
                 + f", MACs {record.macs:,}, params {record.params:,}"
                 + _versus_teacher(record)
@@ -573,9 +604,7 @@ class Run:
     def _finish(self) -> None:
         student_spec = self.recipe.student.model
         final = self.report.steps[-1] if self.report.steps else None
-        metrics = final.model_dump(include={"accuracy", "macs", "params", "size_bytes"}) if final else {
-            "accuracy": self.evaluate(self.student), **self.measure(self.student)
-        }
+        metrics = final.model_dump(include={"accuracy", "perplexity", "macs", "params", "size_bytes"}) if final else self._evaluate_and_measure(self.student)
         model = self.recipe.teacher.model if student_spec == "teacher" else student_spec
         self.report.student = StudentRecord(model=model, pretrained=self._save_pretrained(), **metrics)
         self.report.apply(self.artefacts)

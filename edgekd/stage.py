@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol
 
 from edgekd.config import StrictModel
+from edgekd.facts import DataFacts
 from edgekd.records import Artefacts, Report
 from edgekd.registry import Registry
 
@@ -51,6 +52,11 @@ class StageContext(Protocol):
     console: Console
     report: Report  # the run's measurements so far: the teacher's metrics, finished steps
     artefacts: Artefacts  # the files and timings export and bench stages produced so far
+
+    @property
+    def facts(self) -> DataFacts:
+        """What the data is: images or tokens, the task (classify, causal-lm, seq2seq), special tokens."""
+        ...
 
     @property
     def recipe_hash(self) -> str:

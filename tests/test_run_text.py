@@ -130,7 +130,7 @@ def test_a_model_output_image_classifier_runs_through_prune_qat_and_export(tmp_p
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"data.options.task": "generate", "data.options.target": "package"}, "data.options.task"),
+        ({"data.options.task": "generate", "data.options.layout": "seq2seq", "data.options.target": "package"}, "data.options.layout"),
         ({"distill.method": [{"method": "kd"}, {"method": "attention", "pairs": [["blocks.0", "blocks.0"]]}]}, "distill.method"),
         ({"data.views": {"low": {"resize": 4}}}, "data.views"),
     ],
@@ -162,14 +162,14 @@ def test_a_quantized_text_student_resumes_into_a_later_export(tmp_path):
 
 
 def generation_rows(root: str | None = None) -> TextData:
-    """A dataset factory giving generation text (task generate), which no recipe field announces."""
+    """A dataset factory giving seq2seq generation text, which no recipe field announces."""
     rows = [{"prompt": f"say {i}", "answer": str(i)} for i in range(40)]
-    return TextData(train=rows, options={"task": "generate", "input": "prompt", "target": "answer",
+    return TextData(train=rows, options={"task": "generate", "layout": "seq2seq", "input": "prompt", "target": "answer",
                                          "tokenizer": {"kind": "wordpiece", "vocab_size": 60}})  # fmt: skip
 
 
 def test_a_factory_giving_generation_text_is_refused_before_the_teacher_trains(tmp_path):
     recipe = text_recipe(tmp_path, data={"dataset": "tests.test_run_text:generation_rows"})
-    with pytest.raises(InputError, match="data.dataset: .* gives causal-lm text"):
+    with pytest.raises(InputError, match="data.dataset: .* gives seq2seq generation text"):
         edgekd.compress(recipe, quiet=True)
     assert not list((tmp_path / "run").glob("teacher-*.pt"))

@@ -284,6 +284,25 @@ class TextBundle(DataBundle):
         return summary
 
 
+def causal_prompts(x: torch.Tensor, y: torch.Tensor, eos_id: int | None) -> tuple[list[list[int]], list[list[int]]]:
+    """Causal rows (module docstring) split into the prompts a model continues (the tokens before the
+    first target token) and their reference answers (the target tokens, without the end token).
+    Rows without a target are left out.
+
+    >>> causal_prompts(torch.tensor([[5, 6, 7, 8, 2, 0]]), torch.tensor([[-100, 7, 8, 2, -100, -100]]), 2)
+    ([[5, 6]], [[7, 8]])
+    """
+    prompts, references = [], []
+    for ids, targets in zip(x.tolist(), y.tolist()):
+        scored = [t for t, value in enumerate(targets) if value != IGNORE_INDEX]
+        if not scored:
+            continue
+        answer = [targets[t] for t in scored]
+        prompts.append(ids[: scored[0] + 1])
+        references.append(answer[:-1] if answer[-1] == eos_id else answer)
+    return prompts, references
+
+
 def shift_right(targets: torch.Tensor, *, start: int, pad: int) -> torch.Tensor:
     """Decoder inputs for teacher forcing: the start token, then the targets but the last (-100 → pad).
 

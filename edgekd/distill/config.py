@@ -89,7 +89,10 @@ class DistillConfig(TrainConfig):
     L = (1-α)·CE + α·T²·KL(p_T ‖ p_S). With `alpha_end`, α falls (or rises) linearly from `alpha`
     on the phase's first batch to `alpha_end` on its last. `kd_on` weights the soft term per sample:
     `all` (1), `teacher_correct` (the default: 0 where the teacher's top-1 class is not among the sample's labels,
-    so that sample learns from its label alone) or `confidence` (the teacher's probability of the labels)."""
+    so that sample learns from its label alone) or `confidence` (the teacher's probability of the labels).
+    `divergence` is the soft term's divergence: `forward_kl` (Hinton's KL(p_T ‖ p_S), the default),
+    `reverse_kl` (KL(p_S ‖ p_T)) or `jsd` (generalized Jensen-Shannon, mixture β·p_T + (1-β)·p_S, `beta`).
+    For generation data every term is per token, masked to the real target tokens."""
 
     method: str | list[dict[str, Any]] = "kd"
     temperature: float = Field(4.0, gt=0)
@@ -98,6 +101,8 @@ class DistillConfig(TrainConfig):
     # teacher_correct by default: bench/vs_by_hand.py (issue 14) found it worth +0.6 points against an
     # under-trained teacher and nothing lost against a well-trained one (RESULTS.md).
     kd_on: Literal["all", "teacher_correct", "confidence"] = "teacher_correct"
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    beta: float = Field(0.5, ge=0, le=1)
     epochs: int = Field(2, ge=0)
     optimizer: OptimizerConfig = OptimizerConfig(lr=0.01)
 

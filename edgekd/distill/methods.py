@@ -22,7 +22,7 @@ from torch import nn
 from edgekd.data.views import View, identity
 from edgekd.distill.cache import SoftLabelCache
 from edgekd.distill.config import DistillConfig, TermConfig
-from edgekd.distill.losses import kd_loss, soft_weights
+from edgekd.distill.losses import kd_loss, soft_weights, token_cross_entropy
 from edgekd.distill.registry import methods
 from edgekd.distill.taps import FeatureTaps
 from edgekd.errors import InputError
@@ -146,7 +146,7 @@ class Term:
         """Build what needs feature shapes (adapters, heads); `probe` ran both models once."""
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(batch.student_logits, batch.y)
+        return hard_loss(batch.student_logits, batch.y)
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return iter(())
@@ -184,10 +184,18 @@ class ResponseKD(Term):
     def loss(self, batch: Batch) -> torch.Tensor:
         settings, alpha = self.phase.config, self.phase.alpha
         if alpha == 0:
-            return F.cross_entropy(batch.student_logits, batch.y)
+            return hard_loss(batch.student_logits, batch.y)
         target = self.target_logits(batch)
         weights = soft_weights(target, batch.y, settings.kd_on)
-        return kd_loss(batch.student_logits, target, batch.y, settings.temperature, alpha if weights is None else alpha * weights)
+        return kd_loss(
+            batch.student_logits, target, batch.y, settings.temperature, alpha if weights is None else alpha * weights,
+            settings.divergence, settings.beta,
+        )  # fmt: skip
+
+
+def hard_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the labels: per class, or per real target token for per-token logits (B, L, V)."""
+    return token_cross_entropy(logits, y) if logits.dim() == 3 else F.cross_entropy(logits, y)
 
 
 class Objective:

@@ -25,10 +25,11 @@ from pydantic import Field
 from torch import nn
 
 from edgekd.config import StrictModel
+from edgekd.data.text import causal_prompts
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.placement import StemTiming, choose_stem
 from edgekd.export.runtime import onnx_accuracy, parity
-from edgekd.export.transformer import export_sequence_model, sequence_parity
+from edgekd.export.transformer import SpecialTokens, export_sequence_model, onnx_exact_match, onnx_generation_scores, sequence_parity
 from edgekd.quant.graph import float_stem, quant_schedule, stem_layers
 from edgekd.quant.stage import float_model
 from edgekd.quant.profiles import profiles
@@ -48,7 +49,9 @@ class ExportConfig(StrictModel):
     dynamo exporter at opset ≥ 18 (the first it writes) and TorchScript below; the int8
     file is always TorchScript, the proven path for fake quantization. `stem`: how the int8
     file ships the image stem where the profile leaves it open — int8, float, or auto (the
-    faster in deployment mode, timed as `stem_timing` says; pin it for a reproducible file)."""
+    faster in deployment mode, timed as `stem_timing` says; pin it for a reproducible file).
+    `exact_match_rows`: how many test rows a language model's files answer greedily in ONNX Runtime
+    (exact match against the targets; each answer is a decoding loop, so keep it small)."""
 
     opset: int = Field(17, ge=13, le=21)
     dynamic_batch: bool = True
@@ -57,6 +60,11 @@ class ExportConfig(StrictModel):
     parity_batches: int = Field(4, ge=1)
     stem: Literal["auto", "int8", "float"] = "auto"
     stem_timing: StemTiming = StemTiming()
+    exact_match_rows: int = Field(16, ge=1)
+
+
+# The ONNX graph family of a text model by its data's task (edgekd.export.transformer); classifiers are encoders.
+SEQUENCE_FAMILIES = {"causal-lm": "decoder", "seq2seq": "seq2seq"}
 
 
 @stages.register(name="export")
@@ -117,8 +125,11 @@ class ExportStage(Stage):
         metadata = {"precision": precision, "recipe_hash": ctx.recipe_hash, "recipe": ctx.name, **(extra or {})}
         example = ctx.example_input(batch=2, role=role)
         text = isinstance(example, Mapping)
-        if text:  # a text classifier: the encoder family's graph (token ids and attention mask in)
-            export_sequence_model(model, path, "encoder", example=example, opset=config.opset, metadata=metadata)
+        facts = ctx.facts
+        family = SEQUENCE_FAMILIES.get(facts.task, "encoder")
+        if text:  # token ids and attention mask in: a classifier's encoder graph, a language model's decoder graph
+            tokens = SpecialTokens(pad_token_id=facts.pad_id or 0, eos_token_id=facts.eos_id) if family != "encoder" else None
+            export_sequence_model(model, path, family, tokens=tokens, example=example, opset=config.opset, metadata=metadata)
             exporter = "torchscript"
         else:
             exporter = export_onnx(
@@ -131,14 +142,24 @@ class ExportStage(Stage):
             inputs = [x for x, _ in islice(_batches(ctx, "val", view), config.parity_batches)]
             if text:
                 found = sequence_parity(model, path, inputs, min_agreement=threshold)
-                found["samples"] = found.pop("positions")  # an encoder scores one position per sequence
+                found["samples"] = found.pop("positions")  # a sequence per encoder sample, a token per decoder one
             else:
                 found = parity(model, path, inputs, min_agreement=threshold)
             agreement = Parity.model_validate(found)
-        accuracy = onnx_accuracy(path, _batches(ctx, "test", view))
+        scores = self._generation_scores(ctx, path, view) if family != "encoder" else {}
+        accuracy = scores.pop("accuracy") if scores else onnx_accuracy(path, _batches(ctx, "test", view))
         write_metadata(path, {"test_accuracy": f"{accuracy:.6f}"})
         # Paths relative to the workdir, so a report stays valid when the run folder moves (CI artefacts).
-        return OnnxFile(path=name, exporter=exporter, parity=agreement, accuracy=accuracy, size_bytes=path.stat().st_size)
+        return OnnxFile(path=name, exporter=exporter, parity=agreement, accuracy=accuracy, size_bytes=path.stat().st_size, **scores)
+
+    def _generation_scores(self, ctx: StageContext, path: Path, view: View) -> dict[str, float]:
+        """A language model's file in ONNX Runtime: token accuracy and perplexity on the test split, and
+        exact match of its greedy answers (decoded on the file itself) to the first `exact_match_rows` test rows."""
+        scores = onnx_generation_scores(path, _batches(ctx, "test", view))
+        x, y = next(iter(ctx.loader("test")))
+        prompts, references = causal_prompts(x[: self.config.exact_match_rows], y[: self.config.exact_match_rows], ctx.facts.eos_id)
+        matched = onnx_exact_match(path, prompts, references, max_new_tokens=1 + max(map(len, references))) if references else None
+        return {"accuracy": scores["token_accuracy"], "perplexity": scores["perplexity"], **({"exact_match": matched} if matched is not None else {})}
 
 
 def _batches(ctx: StageContext, split: str, view: View) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

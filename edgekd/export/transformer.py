@@ -44,6 +44,7 @@ from edgekd.decoding import (
     ATTENTION_MASK, DECODER_INPUT_IDS, INPUT_IDS, LOGITS, Generation, OnnxNextToken, exact_match, greedy_decode,
 )
 from edgekd.errors import EdgekdError, InputError
+from edgekd.metrics import GenerationScores
 from edgekd.export.int4 import materialized_int4, replace_with_matmul_nbits
 from edgekd.export.onnx_export import save_checked
 from edgekd.export.qdq import finish_qdq, fold_weight_transposes
@@ -245,6 +246,21 @@ def onnx_generate(
         OnnxNextToken(sess), prompts, max_new_tokens=max_new_tokens, eos_token_id=tokens.eos_token_id,
         pad_token_id=tokens.pad_token_id, decoder_start_token_id=tokens.decoder_start_token_id if family == "seq2seq" else None,
     )  # fmt: skip
+
+
+def onnx_generation_scores(path: str | Path, batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]]) -> dict[str, float]:
+    """Token accuracy, teacher-forced exact match and perplexity of an exported decoder or seq2seq
+    file on (inputs by name, per-token targets) batches, computed by ONNX Runtime."""
+    path = Path(path)
+    sess = session(path)
+    names = FAMILY_INPUTS[read_family(sess, str(path))]
+    scores = GenerationScores()
+    for batch, targets in batches:
+        logits = sess.run([LOGITS], {n: batch[n].cpu().numpy().astype(np.int64) for n in names})[0]
+        if not np.isfinite(logits).all():
+            raise EdgekdError(f"{path.name}: ONNX Runtime produced NaN or infinite logits")
+        scores.update(torch.from_numpy(logits), targets.cpu())
+    return scores.result()
 
 
 def onnx_exact_match(
