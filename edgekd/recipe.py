@@ -169,6 +169,21 @@ class Recipe(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _int4_for_text_models(self) -> Recipe:
+        """int4 weight-only quantizes transformers by module swap: refused for the built-in image datasets before
+        anything trains (a factory's data may be text; the qat stage checks its model)."""
+        if self.data.dataset == "text" or ":" in self.data.dataset:
+            return self
+        problems = [
+            f"stages[{p.index}].qat.profile: int4 is weight-only quantization for transformers on text data "
+            "(dataset: text); image models quantize to int8 (ort-x86 or tensorrt)"
+            for p in self.plan if p.key == "qat" and getattr(p.stage.config, "profile", None) == "int4"
+        ]  # fmt: skip
+        if problems:
+            raise PydanticCustomError(PLAN_ERROR, "{count} problem(s) with int4", {"count": len(problems), "problems": problems})
+        return self
+
+    @model_validator(mode="after")
     def _text_the_runner_runs(self) -> Recipe:
         """What the runner cannot do with text data yet, refused before anything loads or trains."""
         if self.data.dataset != "text":

@@ -164,7 +164,7 @@ class StepRecord(ModelMetrics):
     target: int | None = Field(None, description="prune: the value this step aimed at, in target_metric")
     target_metric: str | None = Field(None, description="prune: channels, macs or params")
     prunable_channels: int | None = Field(None, description="prune: channels left that pruning may remove")
-    int8: bool | None = Field(None, description="qat: the student is quantized from this step on")
+    int8: bool | None = Field(None, description="qat: the student is quantized to int8 from this step on (false: int4 weight-only)")
     quant_profile: str | None = Field(None, description="qat: the quantization profile")
 
 
@@ -389,7 +389,7 @@ class Deployed:
     accuracy: float
     size_bytes: int
     latency_key: str  # its model key in the latency section
-    onnx_kind: str | None  # "int8", "fp32", or None for the PyTorch student
+    onnx_kind: str | None  # "int8", "int4", "fp32", or None for the PyTorch student
 
 
 class Report(Record):
@@ -436,7 +436,7 @@ class Report(Record):
     def deployed(self) -> Deployed:
         """What ships, and the numbers the gates read for it."""
         student = self.final_student()
-        kind = next((k for k in ("int8", "fp32") if k in student.onnx), None)
+        kind = next((k for k in ("int8", "int4", "fp32") if k in student.onnx), None)
         if kind is None:
             return Deployed("student (PyTorch)", student.accuracy, student.size_bytes, "student", None)
         entry = student.onnx[kind]

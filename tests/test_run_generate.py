@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 import torch
 from rich.console import Console
@@ -136,3 +137,46 @@ def test_the_classify_loss_takes_a_divergence_too():
             student, teacher, divergence=divergence, beta=0.3, temperature=2.0
         )
         assert torch.isclose(kd_loss(student, teacher, y, 2.0, 0.5, divergence, 0.3), expected)
+
+
+def test_int4_weight_only_decoder_exports_matmul_nbits_with_parity(tmp_path):
+    stages = [
+        {"prune": {"target_macs": 0.6, "steps": 1}},
+        {"qat": {"profile": "int4", "block_size": 16}, "recover": {"epochs": 1, "lr": 0.0005}},
+        {"export": {}},
+    ]
+    report = edgekd.compress(generate_recipe(tmp_path, stages=stages), quiet=True).to_json()
+    qat = report["steps"][1]
+    assert qat["quant_profile"] == "int4-weight-only" and qat["int8"] is False
+    assert qat["size_bytes"] < report["steps"][0]["size_bytes"]  # half a byte per Linear weight; embeddings stay float
+    int4 = report["student"]["onnx"]["int4"]
+    assert int4["size_bytes"] < report["student"]["onnx"]["fp32"]["size_bytes"]
+    assert int4["parity"]["agreement"] >= int4["parity"]["min_agreement"] and 0 <= int4["exact_match"] <= 1
+    model = onnx.load(tmp_path / "run" / int4["path"])
+    ops = {node.op_type for node in model.graph.node}
+    assert "MatMulNBits" in ops and "DequantizeLinear" not in ops
+    assert {p.key: p.value for p in model.metadata_props}["quant_profile"] == "int4-weight-only"
+
+
+@pytest.mark.parametrize(
+    ("qat", "field"),
+    [
+        ({"profile": "int4", "block_size": 24}, "block_size"),
+        ({"profile": "ort-x86", "block_size": 32}, "block_size"),
+        ({"profile": "int5"}, "profile"),
+    ],
+)
+def test_bad_int4_settings_are_refused_naming_the_field(tmp_path, qat, field):
+    recipe = generate_recipe(tmp_path)
+    recipe["stages"][1]["qat"] = qat
+    recipe_file = tmp_path / "recipe.json"
+    recipe_file.write_text(json.dumps(recipe))
+    with pytest.raises(InputError, match=rf"stages\[1\]\.qat.*{field}"):
+        load_recipe(recipe_file)
+
+
+def test_int4_is_refused_for_an_image_recipe_before_training(tmp_path, make_recipe):
+    recipe = make_recipe(stages=[{"qat": {"profile": "int4"}}])
+    with pytest.raises(InputError, match=r"stages\[0\]\.qat\.profile: int4"):
+        edgekd.compress(recipe, quiet=True)
+    assert not list(Path(recipe["workdir"]).glob("teacher-*.pt"))

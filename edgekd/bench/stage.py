@@ -82,7 +82,7 @@ def onnx_models(artefacts: Artefacts, workdir: Path) -> dict[str, Path]:
     """The exported files by report name (file stem): the teacher first, the deployed student last."""
     assert artefacts.teacher and artefacts.student, "the plan puts an export stage before every bench stage"
     students = artefacts.student.onnx
-    files = [artefacts.teacher.onnx] + [students[kind] for kind in ("fp32", "int8") if kind in students]
+    files = [artefacts.teacher.onnx] + [students[kind] for kind in ("fp32", "int8", "int4") if kind in students]
     return {file.model_key: workdir / file.path for file in files}
 
 

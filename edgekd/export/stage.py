@@ -4,7 +4,8 @@
 
 writes into the workdir `teacher.onnx` and `student.onnx` (fp32; for a quantized student,
 its float weights without fake quantization) and, when the student went through a qat
-stage, `student.int8.onnx` with QuantizeLinear/DequantizeLinear nodes. Each student
+stage, `student.int8.onnx` with QuantizeLinear/DequantizeLinear nodes (`student.int4.onnx` with
+MatMulNBits weight-only int4 layers after `qat: {profile: int4}`). Each student
 file must reproduce PyTorch on validation batches (`parity_min_agreement`, top-1), and
 every file's test accuracy is measured by running it in ONNX Runtime — the accuracy
 the report shows for the exported model.
@@ -33,6 +34,7 @@ from edgekd.export.transformer import SpecialTokens, export_sequence_model, onnx
 from edgekd.quant.graph import float_stem, quant_schedule, stem_layers
 from edgekd.quant.stage import float_model
 from edgekd.quant.profiles import profiles
+from edgekd.quant.swap import INT4_PROFILE
 from edgekd.records import Artefacts, OnnxFile, Parity, StemPlacement, StudentFiles, TeacherFiles
 from edgekd.stage import Role, Stage, StageContext, StepResult, View, stages
 
@@ -42,6 +44,7 @@ class ParityThresholds(StrictModel):
 
     fp32: float = Field(0.999, ge=0, le=1)
     int8: float = Field(0.99, ge=0, le=1)
+    int4: float = Field(0.99, ge=0, le=1)  # MatMulNBits computes with the same rounded weights the student trained with
 
 
 class ExportConfig(StrictModel):
@@ -76,12 +79,14 @@ class ExportStage(Stage):
 
     def apply(self, ctx: StageContext, step: int) -> StepResult:
         student = ctx.student
-        quantized = quant_schedule(student) is not None
+        schedule = quant_schedule(student)
         float_student = float_model(student)
         # The teacher first: `stem: auto` times the candidate int8 files with the teacher in the rotation.
         teacher = self._write(ctx, ctx.teacher, "teacher", "teacher.onnx", "fp32", check_parity=False)
         files = {"fp32": self._write(ctx, float_student, "student", "student.onnx", "fp32")}
-        if quantized:
+        if schedule is not None and schedule.profile == INT4_PROFILE:
+            files["int4"] = self._write(ctx, student, "student", "student.int4.onnx", "int4")
+        elif schedule is not None:
             files["int8"] = self._write_int8(ctx, student)
         return StepResult(artefacts=Artefacts(teacher=TeacherFiles(onnx=teacher), student=StudentFiles(onnx=files)))
 

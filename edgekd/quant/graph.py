@@ -336,12 +336,12 @@ def to_float(model: fx.GraphModule) -> fx.GraphModule:
 
 
 def int8_size_bytes(model: nn.Module) -> int:
-    """Bytes of the deployed int8 model: a byte per quantized weight, a scale (4) and zero point (1)
+    """Bytes of the deployed int8 model: a byte per quantized weight (half a byte for int4), a scale (4) and zero point (1)
     per quantizer channel, every other parameter and buffer at its stored size."""
     total, counted = 0, set()
     for module in model.modules():
-        if isinstance(module, QuantLayer):
-            total += module.layer.weight.numel()
+        if isinstance(module, QuantLayer):  # int4 weights: two to a byte
+            total += -(-module.layer.weight.numel() // (2 if module.weight_fq.scheme.dtype == "int4" else 1))
             counted.add(id(module.layer.weight))
         elif isinstance(module, FakeQuantize):
             total += module.scale.numel() * 5

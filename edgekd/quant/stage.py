@@ -16,19 +16,28 @@ recipe is validated, before anything trains."""
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, Iterable, Literal, Mapping
+from typing import Annotated, Any, Iterable, Literal, Mapping
 
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 from torch import fx, nn
 
 from edgekd.config import StrictModel
 from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes, quant_schedule, to_float
 from edgekd.quant.profiles import profiles
-from edgekd.quant.swap import insert_linear_fake_quant, strip_fake_quant
+from edgekd.errors import InputError
+from edgekd.quant.swap import INT4_PROFILE, insert_int4_weights, insert_linear_fake_quant, strip_fake_quant
 from edgekd.stage import Stage, StageContext, StepResult, stages
 
-ProfileName = profiles.name_type()
+# `int4`: weight-only block-wise int4 for transformers (ONNX Runtime's MatMulNBits), beside the int8 profiles.
+INT4 = "int4"
+
+
+def _profile_name(value: str) -> str:
+    return value if value == INT4 else profiles.check(value)
+
+
+ProfileName = Annotated[str, AfterValidator(_profile_name)]
 
 
 class QATConfig(StrictModel):
@@ -41,7 +50,11 @@ class QATConfig(StrictModel):
     freeze_observers_epoch: after this many recovery epochs the scales stop following the
       data (default 1; 0 with learnable scales, which are never observed).
     freeze_bn_epoch: after this many recovery epochs BatchNorm statistics stop updating
-      (profiles that keep BatchNorm, e.g. tensorrt; ort-x86 folds it before quantizing)."""
+      (profiles that keep BatchNorm, e.g. tensorrt; ort-x86 folds it before quantizing).
+    profile `int4`: weight-only quantization of every Linear layer of a transformer to block-wise
+      symmetric int4 (blocks of `block_size` input features, a power of two ≥ 16; default 32),
+      activations float, exported as ONNX Runtime's MatMulNBits (`student.int4.onnx`). Nothing
+      calibrates: the weights' own block ranges are the scales, re-read in every training pass."""
 
     profile: ProfileName = "ort-x86"
     calibration_batches: int = Field(32, ge=1)
@@ -50,6 +63,15 @@ class QATConfig(StrictModel):
     learnable_scales: bool = False
     freeze_observers_epoch: int | None = Field(None, ge=0)
     freeze_bn_epoch: int = Field(1, ge=0)
+    block_size: int | None = Field(None, ge=16)
+
+    @model_validator(mode="after")
+    def _block_size_for_int4(self) -> QATConfig:
+        if self.block_size is not None and self.profile != INT4:
+            raise ValueError(f"block_size sets int4 blocks; profile {self.profile!r} quantizes to int8 (use profile: int4, or remove block_size)")
+        if self.block_size is not None and self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size must be a power of two ≥ 16 (ONNX Runtime's MatMulNBits), got {self.block_size}")
+        return self
 
     @property
     def observers_frozen_from(self) -> int:
@@ -75,7 +97,12 @@ def float_model(model: nn.Module) -> nn.Module:
 
 def fake_quantize(model: nn.Module, config: QATConfig, batches_per_epoch: int, *, module_swap: bool = False) -> nn.Module:
     """A copy of `model` with fake quantization where `config.profile`'s runtime quantizes (not calibrated):
-    in a torch.fx graph, or with `module_swap` in every Linear layer."""
+    in a torch.fx graph, or with `module_swap` in every Linear layer (int4: module swap only)."""
+    if config.profile == INT4:
+        if not module_swap:
+            raise InputError("qat.profile: int4 is weight-only quantization of transformers' Linear layers (text models); "
+                             "this model quantizes through a torch.fx graph, which int4 does not: use ort-x86 or tensorrt")
+        return insert_int4_weights(model, block_size=config.block_size or 32)
     if module_swap:
         return insert_linear_fake_quant(
             model, profiles.get(config.profile), batches_per_epoch=batches_per_epoch, calibration=config.calibration,
@@ -112,7 +139,8 @@ def quantize(
     """
     config = config or QATConfig.model_validate(settings)
     quantized = fake_quantize(model, config, batches_per_epoch, module_swap=module_swap)
-    calibrate(quantized, islice(calibration, config.calibration_batches))
+    if config.profile != INT4:  # int4 weights take their blocks' own ranges; there are no activation quantizers
+        calibrate(quantized, islice(calibration, config.calibration_batches))
     return quantized
 
 
@@ -136,8 +164,8 @@ class QATStage(Stage):
         ctx.student = quantize(ctx.student, inputs, self.config, batches_per_epoch=batches_per_epoch, module_swap=module_swap)
         return StepResult(
             record={
-                "int8": True,
-                "quant_profile": self.config.profile,
+                "int8": self.config.profile != INT4,
+                "quant_profile": INT4_PROFILE if self.config.profile == INT4 else self.config.profile,
                 "macs": counts["macs"],
                 "params": counts["params"],
                 "size_bytes": int8_size_bytes(ctx.student),
