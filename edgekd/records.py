@@ -361,13 +361,14 @@ class Artefacts(Record):
     checkpoint, so a resumed run reports the files and timings of steps it does not repeat.
     Its JSON is the part of report.json it fills in."""
 
-    omit_when_empty = frozenset({"teacher", "student", "latency", "bench", "teacher_cache"})
+    omit_when_empty = frozenset({"teacher", "student", "latency", "bench", "teacher_cache", "generation"})
 
     teacher: TeacherFiles | None = None
     student: StudentFiles | None = None
     latency: Latency | None = None
     bench: dict[str, dict[str, Any]] = Field(default_factory=dict, description="backend → its edgekd.bench/1 results")
     teacher_cache: TeacherCache | None = None
+    generation: dict[str, Any] | None = Field(None, description="language models: the bench stage's edgekd.bench.generation results")
 
     def merged(self, later: Artefacts) -> Artefacts:
         """These artefacts updated by later ones: their files join (and replace) these; their timings and cache summary replace these."""
@@ -378,6 +379,7 @@ class Artefacts(Record):
             latency=later.latency or self.latency,
             bench={**self.bench, **later.bench},
             teacher_cache=later.teacher_cache or self.teacher_cache,
+            generation=later.generation or self.generation,
         )
 
 
@@ -397,7 +399,8 @@ class Report(Record):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
     omit_when_empty = frozenset(
-        {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "teacher_cache", "gates_config", "gates", "non_finite"}
+        {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "teacher_cache", "generation",
+         "gates_config", "gates", "non_finite"}
     )
 
     schema_: Literal["edgekd.report/1"] = Field(REPORT_SCHEMA, alias="schema")
@@ -416,6 +419,7 @@ class Report(Record):
     latency: Latency | None = None
     bench: dict[str, dict[str, Any]] = Field(default_factory=dict)
     teacher_cache: TeacherCache | None = None
+    generation: dict[str, Any] | None = None  # language models: time to first token and tokens/s per model and batch
     gates_config: GatesConfig | None = None
     gates: list[GateResult] | None = None
     # Written by edgekd.files.write_json: the path of each number that was NaN or infinite (now null).
@@ -432,6 +436,8 @@ class Report(Record):
         self.bench = {**self.bench, **artefacts.bench}
         if artefacts.teacher_cache is not None:
             self.teacher_cache = artefacts.teacher_cache
+        if artefacts.generation is not None:
+            self.generation = artefacts.generation
 
     def deployed(self) -> Deployed:
         """What ships, and the numbers the gates read for it."""

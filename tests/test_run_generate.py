@@ -76,6 +76,12 @@ def test_a_causal_lm_is_pruned_quantized_exported_and_benchmarked(tmp_path):
     assert files["int8"]["accuracy"] == pytest.approx(report["student"]["accuracy"], abs=0.02)
     assert teacher["onnx"]["exact_match"] > 0  # the teacher's greedy answers, decoded from its ONNX file, are right
     assert set(report["latency"]["models"]) >= {"teacher", "student", "student.int8"}
+    generation = report["generation"]  # the files timed generating, side by side with the teacher
+    assert {(c["model"], c["batch"]) for c in generation["cases"]} == {("teacher", 1), ("student", 1), ("student.int8", 1)}
+    assert all(c["tokens_per_s"] > 0 and c["first_token_ms"]["median"] > 0 and c["prompt_length"] + c["new_tokens"] <= 24
+               for c in generation["cases"])  # fmt: skip
+    assert {(r["model"], r["batch"]) for r in generation["speedups"]} == {("student", 1), ("student.int8", 1)}
+    assert "## Generation" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_a_hugging_face_gpt2_runs_through_prune_and_qat_into_a_decoder_file(tmp_path):

@@ -20,10 +20,12 @@ import numpy as np
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from edgekd.bench.backends import backends
+from edgekd.bench.generation import GenerationResult, benchmark_generation, render_generation
 from edgekd.bench.harness import benchmark
 from edgekd.bench.render import render
 from edgekd.bench.result import BenchResult, Case, CaseResult, DeployedCase
 from edgekd.bench.stats import RoundRatio
+from edgekd.bench.timing import TimingSettings
 from edgekd.config import StrictModel
 from edgekd.records import Artefacts, BatchLatency, Latency, LatencyCondition, Speedup
 from edgekd.stage import Stage, StageContext, StepResult, stages
@@ -45,7 +47,10 @@ class BenchConfig(StrictModel):
     """Settings of a `bench:` block. spinning: on (ONNX Runtime's default), off, stop, a list of them,
     or both (= [on, off]); default on in deployment mode, stop in paired mode. warmup_s: per model
     and batch (default 0.5 s deployment, 0.2 s paired). backends: registered names, or your own
-    Backend class as `pkg.module:Class`."""
+    Backend class as `pkg.module:Class`. For language models the files are also timed generating
+    (`edgekd.bench.generation`): `prompt_length` tokens of prompt (default: half the data's
+    max_length) and up to `new_tokens` greedy tokens (at most what the positions left allow),
+    at each batch size — time to first token and tokens/s, teacher and students side by side."""
 
     mode: Literal["deployment", "paired"] = "deployment"
     rounds: int = Field(6, ge=2)
@@ -57,6 +62,8 @@ class BenchConfig(StrictModel):
     min_iterations: int = Field(20, ge=1)
     min_duration_s: float = Field(1.0, gt=0)
     memory: bool = True
+    new_tokens: int = Field(16, ge=1)
+    prompt_length: int | None = Field(None, ge=1)
 
     @field_validator("spinning", mode="before")
     @classmethod
@@ -154,7 +161,26 @@ class BenchStage(Stage):
             render(result, ctx.console)
             results[backend] = result
         first = config.backends[0]
+        generation = self._generation(ctx, models) if ctx.facts.task != "classify" else None
         return StepResult(artefacts=Artefacts(
             latency=latency_section(results[first], list(models), first, config.threads),
             bench={name: result.to_json() for name, result in results.items()},
+            generation=generation.to_json() if generation else None,
         ))
+
+    def _generation(self, ctx: StageContext, models: dict[str, Path]) -> GenerationResult:
+        """The language model files timed generating, side by side (the teacher is the reference)."""
+        config, positions = self.config, ctx.facts.max_length or 2 * self.config.new_tokens
+        prompt_length = min(config.prompt_length or max(1, positions // 2), positions - 1)
+        new_tokens = min(config.new_tokens, positions - prompt_length)
+        timing = TimingSettings(
+            warmup_s=config.warmup_s if config.warmup_s is not None else 0.2, min_iterations=config.min_iterations,
+            min_duration_s=config.min_duration_s, target_rounds=config.rounds, min_rounds=min(5, config.rounds),
+        )  # fmt: skip
+        result = benchmark_generation(
+            models, batch_sizes=tuple(config.batch_sizes), prompt_length=prompt_length, new_tokens=new_tokens,
+            threads=config.threads, settings=timing, memory=config.memory, seed=ctx.seed,
+        )  # fmt: skip
+        ctx.console.print(f"generation: {prompt_length}-token prompts, {new_tokens} new tokens", markup=False)
+        ctx.console.print(render_generation(result), markup=False)
+        return result

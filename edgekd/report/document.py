@@ -241,6 +241,25 @@ def _latency_table(latency: Latency) -> TableBlock:
     return TableBlock(("model", *(f"batch {b}: median / p90 ms" for b in batches)), rows)
 
 
+def _generation_blocks(generation: Mapping[str, Any]) -> list[Block]:
+    """The bench stage's generation timings (edgekd.bench.generation JSON): one row per model and batch."""
+    cases = generation.get("cases", [])
+    speedups = {(s["model"], s["batch"]): s for s in generation.get("speedups", [])}
+    reference = generation.get("reference", "teacher")
+    shape = f"{cases[0]['prompt_length']}-token prompts, {cases[0]['new_tokens']} new tokens, " if cases else ""
+    rows = []
+    for case in cases:
+        ratio = speedups.get((case["model"], case["batch"]))
+        rows.append((
+            case["model"], str(case["batch"]), f"{case['first_token_ms']['median']:.2f}", f"{case['tokens_per_s']:.1f}",
+            f"{ratio['median_ratio']:.2f}× [{ratio['ci_low']:.2f}, {ratio['ci_high']:.2f}]" if ratio else "1.00×",
+        ))  # fmt: skip
+    return [
+        Text(f"Greedy generation in ONNX Runtime (no KV cache: each step re-reads the prefix), {shape}models side by side."),
+        TableBlock(("model", "batch", "first token ms (median)", "tokens/s", f"speedup vs {reference}"), tuple(rows)),
+    ]
+
+
 def _gates_blocks(report: Report) -> list[Block]:
     results = report.gates or []
     if not results:
@@ -395,6 +414,8 @@ def build_blocks(report: Report | Mapping[str, Any]) -> list[Block]:
             _pareto_plot(report, latency),
             _distribution_plot(latency),
         ]
+    if report.generation:
+        blocks += [Heading("Generation"), *_generation_blocks(report.generation)]
     blocks += _gates_blocks(report)
     blocks += [Heading("Environment"), _environment(report)]
     return blocks
