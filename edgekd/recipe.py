@@ -190,29 +190,15 @@ class Recipe(StrictModel):
             return self
         problems = []
         options = text_options(self.data.options)
-        generates = options.task == "generate"
-        if generates and options.layout != "causal":
-            problems.append(
-                f"data.options.layout: {options.layout!r} generation is not compressed by the runner yet; it compresses "
-                "text classifiers and causal language models (layout: causal). Seq2seq models are reachable from Python "
-                "(edgekd.data.text, edgekd.distill.sequence, edgekd.export.transformer)"
-            )
         if self.data.views:
             problems.append("data.views: views transform images; text data has none (remove data.views)")
         if self.data.augment:
             problems.append("data.augment: the augmentations transform images; text data takes none (remove data.augment)")
-        # A stage's recover block is named only where it sets its own method (else distill.method is).
-        blocks = [("distill", self.distill)] + [
-            (p.recover_path, p.recover) for p in self.plan if p.recover is not None and p.recover.method != self.distill.method
-        ]
-        for where, block in blocks:
+        if options.task == "generate":
+            problems += self.methods_not_per_token()
+        for where, block in self.distill_blocks():
             for term in block.terms:
-                if generates and term.method not in TOKEN_METHODS:
-                    problems.append(
-                        f"{where}.method: {term.method!r} is not defined per token; generation data distills with "
-                        f"{' or '.join(TOKEN_METHODS)} (token-level KD: distill.divergence, beta, temperature)"
-                    )
-                elif methods.get(term.method).reads_features:
+                if methods.get(term.method).reads_features and term.method not in TOKEN_METHODS:
                     problems.append(
                         f"{where}.method: {term.method!r} reads intermediate features, which the runner does not tap in "
                         "text models yet; use a method that reads logits (kd, ce, dml, multi-teacher, ta)"
@@ -220,6 +206,21 @@ class Recipe(StrictModel):
         if problems:  # finished lines, each naming its field
             raise PydanticCustomError(PLAN_ERROR, "{count} problem(s) with text data", {"count": len(problems), "problems": problems})
         return self
+
+    def distill_blocks(self) -> list[tuple[str, DistillConfig]]:
+        """Each distillation block with where it is set: `distill`, and a stage's recover block only where
+        it sets its own method (else distill.method is the one to name)."""
+        return [("distill", self.distill)] + [
+            (p.recover_path, p.recover) for p in self.plan if p.recover is not None and p.recover.method != self.distill.method
+        ]
+
+    def methods_not_per_token(self) -> list[str]:
+        """Problem lines, each naming its field, for distillation methods that generation data cannot use."""
+        return [
+            f"{where}.method: {term.method!r} is not defined per token; generation data distills with "
+            f"{' or '.join(TOKEN_METHODS)} (token-level KD: distill.divergence, beta, temperature)"
+            for where, block in self.distill_blocks() for term in block.terms if term.method not in TOKEN_METHODS
+        ]  # fmt: skip
 
     @property
     def workdir_path(self) -> Path:

@@ -368,11 +368,10 @@ class Run:
             test_split=data.test_split, limit=data.limit, options=data.options, workdir=self.workdir,
         )
         if isinstance(self.data, TextBundle):
-            if self.data.task == "seq2seq":  # a factory's text, which the recipe could not check
-                raise InputError(
-                    f"data.dataset: {data.dataset!r} gives seq2seq generation text, which the runner does not "
-                    "compress yet; it compresses text classifiers and causal language models (layout: causal)"
-                )
+            if self.generates and (problems := self.recipe.methods_not_per_token()):  # a factory's text, which the recipe could not check
+                raise InputError(f"data.dataset: {data.dataset!r} gives generation text; " + "; ".join(problems))
+            # A seq2seq batch carries its decoder inputs behind the source, so one tensor is a whole model input.
+            self.data = self.data.packed()
             # Text has no image views (the recipe refuses them): both models read the token batch as
             # keyword arguments, through one shared function (cross-modal needs two different ones).
             self.student_view = self.teacher_view = self.data.model_inputs

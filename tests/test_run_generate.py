@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import onnxruntime
 import pytest
 import torch
 from rich.console import Console
@@ -186,3 +187,16 @@ def test_int4_is_refused_for_an_image_recipe_before_training(tmp_path, make_reci
     with pytest.raises(InputError, match=r"stages\[0\]\.qat\.profile: int4"):
         edgekd.compress(recipe, quiet=True)
     assert not list(Path(recipe["workdir"]).glob("teacher-*.pt"))
+
+
+def test_a_seq2seq_model_is_pruned_quantized_exported_and_benchmarked(tmp_path):
+    recipe = generate_recipe(tmp_path, model="t5_s(dim=32, depth=2, heads=4, mlp_ratio=2)")
+    recipe["data"]["options"]["layout"] = "seq2seq"
+    report = edgekd.compress(recipe, quiet=True).to_json()
+    assert report["dataset"]["task"] == "seq2seq" and report["teacher"]["accuracy"] > 0.3
+    assert report["steps"][0]["params"] < report["teacher"]["params"]
+    int8 = report["student"]["onnx"]["int8"]  # the seq2seq graph: source, its mask and decoder inputs in
+    assert int8["parity"]["agreement"] >= int8["parity"]["min_agreement"] and 0 <= int8["exact_match"] <= 1
+    session = onnxruntime.InferenceSession(str(tmp_path / "run" / int8["path"]), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "decoder_input_ids"]
+    assert {c["model"] for c in report["generation"]["cases"]} == {"teacher", "student", "student.int8"}

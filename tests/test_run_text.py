@@ -130,7 +130,6 @@ def test_a_model_output_image_classifier_runs_through_prune_qat_and_export(tmp_p
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"data.options.task": "generate", "data.options.layout": "seq2seq", "data.options.target": "package"}, "data.options.layout"),
         ({"distill.method": [{"method": "kd"}, {"method": "attention", "pairs": [["blocks.0", "blocks.0"]]}]}, "distill.method"),
         ({"data.views": {"low": {"resize": 4}}}, "data.views"),
     ],
@@ -168,8 +167,8 @@ def generation_rows(root: str | None = None) -> TextData:
                                          "tokenizer": {"kind": "wordpiece", "vocab_size": 60}})  # fmt: skip
 
 
-def test_a_factory_giving_generation_text_is_refused_before_the_teacher_trains(tmp_path):
-    recipe = text_recipe(tmp_path, data={"dataset": "tests.test_run_text:generation_rows"})
-    with pytest.raises(InputError, match="data.dataset: .* gives seq2seq generation text"):
+def test_a_factory_giving_generation_text_refuses_methods_not_defined_per_token_before_the_teacher_trains(tmp_path):
+    recipe = text_recipe(tmp_path, data={"dataset": "tests.test_run_text:generation_rows"}, distill={"method": "dml", "epochs": 1})
+    with pytest.raises(InputError, match="data.dataset: .* gives generation text; distill.method: 'dml' is not defined per token"):
         edgekd.compress(recipe, quiet=True)
     assert not list((tmp_path / "run").glob("teacher-*.pt"))

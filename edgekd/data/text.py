@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import json
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -222,6 +223,8 @@ class TextBundle(DataBundle):
     labels: list[str] = field(default_factory=list)
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     truncated: dict[str, int] = field(default_factory=dict)
+    # Set by `packed`: each seq2seq row's x holds the source (this many tokens) and then the decoder inputs.
+    source_length: int | None = None
 
     @property
     def _tokenizer(self) -> TextTokenizer:
@@ -258,8 +261,28 @@ class TextBundle(DataBundle):
         return inputs
 
     def model_inputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Token ids as the keyword arguments a classifier or decoder takes (no targets needed)."""
+        """Token ids as the keyword arguments a classifier or decoder takes (no targets needed); for a
+        `packed` seq2seq bundle, an encoder-decoder's (source, its mask, decoder inputs)."""
+        if self.source_length is not None:
+            source, decoder = x[:, : self.source_length], x[:, self.source_length :]
+            return {"input_ids": source, "attention_mask": (source != self._tokenizer.pad_id).long(), "decoder_input_ids": decoder}
         return {"input_ids": x, "attention_mask": (x != self._tokenizer.pad_id).long()}
+
+    def packed(self) -> TextBundle:
+        """A seq2seq bundle whose x carries the decoder inputs behind the source (x ‖ shift_right(y)), so
+        that one tensor per batch is a whole model input — what the runner's stages read through
+        `model_inputs` — while y keeps the per-token targets."""
+        if self.task != "seq2seq" or self.source_length is not None:
+            return self
+        pad = self._tokenizer.pad_id
+
+        def pack(split: TensorDataset) -> TensorDataset:
+            x, y = split.tensors
+            return TensorDataset(torch.cat([x, shift_right(y, start=pad, pad=pad)], dim=1), y)
+
+        return dataclasses.replace(
+            self, train=pack(self.train), val=pack(self.val), test=pack(self.test), source_length=self.train.tensors[0].shape[1]
+        )  # fmt: skip
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """Text of token ids; -100 and padding left out."""

@@ -27,6 +27,7 @@ from torch import nn
 
 from edgekd.config import StrictModel
 from edgekd.data.text import causal_prompts
+from edgekd.facts import IGNORE_INDEX
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.placement import StemTiming, choose_stem
 from edgekd.export.runtime import onnx_accuracy, parity
@@ -133,7 +134,7 @@ class ExportStage(Stage):
         facts = ctx.facts
         family = SEQUENCE_FAMILIES.get(facts.task, "encoder")
         if text:  # token ids and attention mask in: a classifier's encoder graph, a language model's decoder graph
-            tokens = SpecialTokens(pad_token_id=facts.pad_id or 0, eos_token_id=facts.eos_id) if family != "encoder" else None
+            tokens = SpecialTokens(facts.pad_id or 0, facts.eos_id, facts.decoder_start_id) if family != "encoder" else None
             export_sequence_model(model, path, family, tokens=tokens, example=example, opset=config.opset, metadata=metadata)
             exporter = "torchscript"
         else:
@@ -161,8 +162,13 @@ class ExportStage(Stage):
         """A language model's file in ONNX Runtime: token accuracy and perplexity on the test split, and
         exact match of its greedy answers (decoded on the file itself) to the first `exact_match_rows` test rows."""
         scores = onnx_generation_scores(path, _batches(ctx, "test", view))
-        x, y = next(iter(ctx.loader("test")))
-        prompts, references = causal_prompts(x[: self.config.exact_match_rows], y[: self.config.exact_match_rows], ctx.facts.eos_id)
+        x, y = (t[: self.config.exact_match_rows] for t in next(iter(ctx.loader("test"))))
+        if ctx.facts.task == "seq2seq":  # the source (with its end token) in, the target without its end token out
+            source = view(x)
+            prompts = [ids[mask.bool()].tolist() for ids, mask in zip(source["input_ids"], source["attention_mask"])]
+            references = [[t for t in row if t not in (IGNORE_INDEX, ctx.facts.eos_id)] for row in y.tolist()]
+        else:
+            prompts, references = causal_prompts(x, y, ctx.facts.eos_id)
         matched = onnx_exact_match(path, prompts, references, max_new_tokens=1 + max(map(len, references))) if references else None
         return {"accuracy": scores["token_accuracy"], "perplexity": scores["perplexity"], **({"exact_match": matched} if matched is not None else {})}
 
