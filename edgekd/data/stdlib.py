@@ -9,7 +9,13 @@ standard library (`sysconfig.get_paths()["stdlib"]`); test and `tests` folders a
 Whole files are held out for the test split (about `test_share` of a package's functions, files
 taken in a seeded order), so a test function never shares its file with a training one. Each package
 gives at most `per_package` rows, so the classes stay balanced; docstrings are removed, as they often name the
-package. Deterministic for a seed and a Python version."""
+package. Deterministic for a seed and a Python version.
+
+    python -m edgekd.data.stdlib runs/data/stdlib-source --source
+
+writes the language-modelling data of `recipes/lm-stdlib.yaml` instead (`write_source_rows`): chunks
+of consecutive source lines, `{"text": …, "where": …}`, some packages for training and others held
+out whole for the test split."""
 
 from __future__ import annotations
 
@@ -112,7 +118,54 @@ def write_function_rows(folder: str | Path, **settings: Any) -> tuple[Path, Path
     return paths[0], paths[1]
 
 
+# Language modelling on source code: training packages, and others held out whole for the test split.
+LM_TRAIN_PACKAGES = ("asyncio", "email", "http", "importlib", "logging", "multiprocessing", "urllib", "xml")
+LM_TEST_PACKAGES = ("json", "unittest")
+
+
+def source_rows(
+    packages: Sequence[str], *, chunk_lines: int = 12, per_package: int = 400, seed: int = 0, root: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Consecutive lines of the packages' source files, `chunk_lines` at a time (blank-only chunks left
+    out), at most `per_package` chunks of each package drawn in a seeded order: `{"text": …, "where": "pkg/file.py:1"}`."""
+    if chunk_lines < 1 or per_package < 1:
+        raise InputError(f"chunk_lines and per_package must be ≥ 1 (got {chunk_lines}, {per_package})")
+    base = root or stdlib_root()
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    for package in packages:
+        chunks = []
+        for path in package_files(package, base):
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            for start in range(0, len(lines), chunk_lines):
+                text = "\n".join(lines[start : start + chunk_lines]).strip("\n")
+                if text.strip():
+                    chunks.append({"text": text + "\n", "where": f"{path.relative_to(base).as_posix()}:{start + 1}"})
+        rows += rng.sample(chunks, min(per_package, len(chunks)))
+    return rows
+
+
+def write_source_rows(
+    folder: str | Path, train_packages: Sequence[str] = LM_TRAIN_PACKAGES, test_packages: Sequence[str] = LM_TEST_PACKAGES, **settings: Any
+) -> tuple[Path, Path]:
+    """train.jsonl (chunks of `train_packages`) and test.jsonl (of `test_packages`, none shared) in `folder`;
+    `settings` as for `source_rows`."""
+    if set(train_packages) & set(test_packages):
+        raise InputError(f"packages {sorted(set(train_packages) & set(test_packages))} are in both splits; hold test packages out whole")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, packages in (("train", train_packages), ("test", test_packages)):
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in source_rows(packages, **settings)), encoding="utf-8")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
 if __name__ == "__main__":
-    target = sys.argv[1] if len(sys.argv) > 1 else "runs/data/stdlib-functions"
-    written = write_function_rows(target)
+    arguments = [a for a in sys.argv[1:] if a != "--source"]
+    if "--source" in sys.argv[1:]:  # the language-modelling data of recipes/lm-stdlib.yaml
+        written = write_source_rows(arguments[0] if arguments else "runs/data/stdlib-source")
+    else:
+        written = write_function_rows(arguments[0] if arguments else "runs/data/stdlib-functions")
     print(f"wrote {written[0]} and {written[1]}")
