@@ -120,7 +120,9 @@ class Bench:
         if change["stages"][0] is self.pruned:  # rows 6-8 share the pruning step: it runs once, each row resumes a copy
             shared = self.workdir / "pruned"
             if not (shared / "progress.json").is_file():
-                self.run("pruning step shared by rows 6-8", self.recipe_for("pruned", {"stages": [self.pruned]}))
+                shared_run = self.run("pruning step shared by rows 6-8", self.recipe_for("pruned", {"stages": [self.pruned]}))
+                self.results["shared pruning step"] = {"minutes": shared_run["minutes"]}
+                self.save()
             if not (self.workdir / f"row{folder}").exists():
                 shutil.copytree(shared, self.workdir / f"row{folder}", ignore=shutil.ignore_patterns(".lock"))
         outcome = self.run(name, self.recipe_for(f"row{folder}", change))
@@ -181,7 +183,7 @@ def generation_table(results: dict) -> dict[str, dict[int, dict]]:
 def write(bench: Bench) -> None:
     args, results = bench.args, bench.results
     teacher = results["1 teacher"]
-    rows = {name: entry for name, entry in results.items() if name[0].isdigit()}
+    rows = dict(sorted((name, entry) for name, entry in results.items() if name[0].isdigit()))
     speed = generation_table(results)
     batches = sorted({b for per in speed.values() for b in per})
     lines = []
@@ -207,7 +209,9 @@ def write(bench: Bench) -> None:
         if parent and name in rows:
             change = rows[name]["perplexity"] / parent["perplexity"] - 1
             label = f"{rows[name]['precision']} within 3% of its fp32 parent's perplexity (row 6)" if limit else "int4 (no goal): perplexity vs row 6"
-            goals.append((label, change <= limit if limit else None, f"{rows[name]['perplexity']:.1f} vs {parent['perplexity']:.1f} ({change:+.1%})"))
+            own = rows[name]["perplexity"] / rows[name]["fp32"]["perplexity"] - 1  # the same weights' float export
+            goals.append((label, change <= limit if limit else None,
+                          f"{rows[name]['perplexity']:.2f} vs {parent['perplexity']:.2f} ({change:+.1%}); vs its own float export {rows[name]['fp32']['perplexity']:.2f} ({own:+.2%})"))
     int8 = speed.get("7 pruned + KD + int8 QAT-KD", {}).get(1)
     if int8:
         goals.append(("pruned int8 student ≥ 2× the teacher's tokens/s at batch 1", int8["speedup"] >= 2,
@@ -227,7 +231,7 @@ def write(bench: Bench) -> None:
     body = f"""Machine: {machine()}, {os.cpu_count()} cores, shared with other helpers' work (training ran through
 `cpujob work`, one thread, beside other jobs). Date: {stamp()}. Versions: {versions}.
 Commands: `python -m edgekd.data.stdlib runs/data/stdlib-source --source`, `python bench/language.py train{f' --limit {args.limit}' if args.limit else ''} --teacher-epochs {args.teacher_epochs} --scratch-epochs {args.scratch_epochs} --student-epochs {args.student_epochs}`
-(~{sum(e['minutes'] for e in rows.values()):.0f} minutes of training in all), `python bench/language.py time`, `python bench/language.py write`.
+(~{sum(e['minutes'] for e in rows.values()) + results.get('shared pruning step', {}).get('minutes', 0):.0f} minutes of training in all, one thread; rows 6–8 share their pruning step ({results.get('shared pruning step', {}).get('minutes', 0):.1f} min, not in their rows' minutes: each row resumes a copy of it), `python bench/language.py time`, `python bench/language.py write --notes bench/language_notes.md`.
 
 Data: `recipes/lm-stdlib.yaml`'s — chunks of 12 source lines of eight standard-library packages for training, json and
 unittest held out whole for test; BPE vocabulary {recipe['data']['options']['tokenizer']['vocab_size']}, {recipe['data']['options']['max_length']} tokens; the teacher's tokenizer for every row.
@@ -248,6 +252,8 @@ Perplexity and token accuracy are ONNX Runtime's on the exported file, on the he
 |---|---|---|
 {goal_rows}
 """
+    if args.notes:
+        body += "\n" + args.notes.read_text()
     replace_section(SECTION, body)
     print(body)
 
@@ -264,6 +270,7 @@ def main() -> None:
     parser.add_argument("--student-epochs", type=int, default=2, help="epochs of row 6's recovery after pruning")
     parser.add_argument("--target-macs", type=float, default=0.5, help="row 6's pruning target, a fraction of the teacher's MACs")
     parser.add_argument("--only", action="append", default=[], help="train only the rows whose names start with this (and the teacher)")
+    parser.add_argument("--notes", type=Path, help="write: a markdown file appended to the section (the reading of the figures, by hand)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5)
     args = parser.parse_args()
