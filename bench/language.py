@@ -16,6 +16,8 @@ whole); tokens/s come from one `benchmark_generation` call over every file, teac
 
     python -m edgekd.data.stdlib runs/data/stdlib-source --source   # the data (seconds)
     python bench/language.py train   # through `cpujob work`: every row (results kept, resumable)
+                                     # or the teacher alone (`train --only 1`), then rows in parallel jobs
+                                     # (`train --only 2 --only 6 …`): results.json is merged on every save
     python bench/language.py time    # through `cpujob timing`: greedy generation side by side, a minute
     python bench/language.py write   # the RESULTS.md section from the stored results
 """
@@ -68,16 +70,15 @@ class Bench:
         """Row name → what replaces the recipe's student, distill settings and stages."""
         small = {"model": self.args.student}
         export = {"export": {"opset": 17, "exact_match_rows": 8}}
-        pruned = self.pruned
         scratch = {"distill": {"epochs": self.args.scratch_epochs, "lr": self.recipe["teacher"]["train"]["lr"]}}
         return {
             "2 CE from scratch": {"student": small, "distill": {"method": "ce"}, "stages": [scratch, export]},
             "3 KD forward KL": {"student": small, "distill": {"divergence": "forward_kl"}, "stages": [scratch, export]},
             "4 KD reverse KL": {"student": small, "distill": {"divergence": "reverse_kl"}, "stages": [scratch, export]},
             "5 KD JSD β 0.5": {"student": small, "distill": {"divergence": "jsd", "beta": 0.5}, "stages": [scratch, export]},
-            "6 pruned + KD": {"stages": [pruned, export]},
-            "7 pruned + KD + int8 QAT-KD": {"stages": [pruned, {"qat": {"profile": "ort-x86", "calibration_batches": 8}, "recover": {"epochs": 1, "lr": 0.0002}}, export]},
-            "8 pruned + KD + int4 weight-only": {"stages": [pruned, {"qat": {"profile": "int4", "block_size": 32}, "recover": {"epochs": 1, "lr": 0.0002}}, export]},
+            "6 pruned + KD": {"stages": [self.pruned, export]},
+            "7 pruned + KD + int8 QAT-KD": {"stages": [self.pruned, {"qat": {"profile": "ort-x86", "calibration_batches": 8}, "recover": {"epochs": 1, "lr": 0.0002}}, export]},
+            "8 pruned + KD + int4 weight-only": {"stages": [self.pruned, {"qat": {"profile": "int4", "block_size": 32}, "recover": {"epochs": 1, "lr": 0.0002}}, export]},
         }
 
     def recipe_for(self, folder: str, change: dict) -> dict:
