@@ -54,5 +54,5 @@ def replace_section(title: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + section
     else:
         end = text.find("\n## ", start + len(header))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end != -1 else "")  # a blank line before the next section
     RESULTS.write_text(text)
