@@ -27,6 +27,32 @@ def tiny_recipe(workdir: Path, **extra: Any) -> dict[str, Any]:
     return recipe
 
 
+def text_pipeline_recipe(workdir: Path, rows: Path, options: dict[str, Any], teacher: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A text recipe that prunes, quantizes, exports and benchmarks a tiny transformer in seconds;
+    `options` names the task and the rows' fields."""
+    recipe: dict[str, Any] = {
+        "name": "text-tiny",
+        "seed": 0,
+        "device": "cpu",
+        "workdir": str(workdir),
+        "data": {
+            "dataset": "text", "root": str(rows), "batch_size": 32,
+            "options": {"max_length": 24, "tokenizer": {"kind": "wordpiece", "vocab_size": 80}, **options},
+        },  # fmt: skip
+        "teacher": teacher,
+        "student": "teacher",
+        "distill": {"epochs": 1, "lr": 0.002, "optimizer": {"name": "adamw"}},
+        "stages": [
+            {"prune": {"target_macs": 0.6, "steps": 1}},
+            {"qat": {"profile": "ort-x86", "calibration_batches": 2}, "recover": {"epochs": 1, "lr": 0.0005}},
+            {"export": {}},
+            {"bench": {"rounds": 2, "batch_sizes": [1], "warmup_s": 0.0, "min_iterations": 2, "min_duration_s": 0.01, "memory": False, "mode": "paired"}},
+        ],
+    }
+    recipe.update(extra)
+    return recipe
+
+
 def token_facts(
     task: str, *, vocab: int = 64, max_length: int = 16, pad: int = 0, eos: int = 2, start: int = 0, labels: int = 3
 ) -> "DataFacts":

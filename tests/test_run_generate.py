@@ -21,6 +21,8 @@ from edgekd.distill.sequence import DIVERGENCES, token_divergence
 from edgekd.errors import InputError
 from edgekd.recipe import load_recipe
 
+from tests.conftest import text_pipeline_recipe
+
 WORDS = "open read write file close socket send host port sqrt floor ceil".split()
 
 
@@ -35,28 +37,10 @@ def write_jsonl(path: Path, rows: int = 160, seed: int = 0) -> Path:
 
 
 def generate_recipe(tmp_path: Path, model: str = "gpt_s(dim=32, depth=2, heads=4, mlp_ratio=2)", **extra: Any) -> dict[str, Any]:
-    recipe: dict[str, Any] = {
-        "name": "lm-tiny",
-        "seed": 0,
-        "device": "cpu",
-        "workdir": str(tmp_path / "run"),
-        "data": {
-            "dataset": "text", "root": str(write_jsonl(tmp_path / "rows.jsonl")), "batch_size": 32,
-            "options": {"task": "generate", "input": "prompt", "target": "answer", "max_length": 24,
-                        "tokenizer": {"kind": "wordpiece", "vocab_size": 80}},
-        },  # fmt: skip
-        "teacher": {"model": model, "train": {"epochs": 12, "lr": 0.01, "optimizer": {"name": "adamw"}}},
-        "student": "teacher",
-        "distill": {"epochs": 1, "lr": 0.002, "optimizer": {"name": "adamw"}, "divergence": "forward_kl"},
-        "stages": [
-            {"prune": {"target_macs": 0.6, "steps": 1}},
-            {"qat": {"profile": "ort-x86", "calibration_batches": 2}, "recover": {"epochs": 1, "lr": 0.0005}},
-            {"export": {}},
-            {"bench": {"rounds": 2, "batch_sizes": [1], "warmup_s": 0.0, "min_iterations": 2, "min_duration_s": 0.01, "memory": False, "mode": "paired"}},
-        ],
-    }
-    recipe.update(extra)
-    return recipe
+    return text_pipeline_recipe(
+        tmp_path / "run", write_jsonl(tmp_path / "rows.jsonl"), {"task": "generate", "input": "prompt", "target": "answer"},
+        **{"teacher": {"model": model, "train": {"epochs": 12, "lr": 0.01, "optimizer": {"name": "adamw"}}}, **extra},
+    )
 
 
 def test_a_causal_lm_is_pruned_quantized_exported_and_benchmarked(tmp_path):

@@ -19,6 +19,8 @@ from edgekd.data import TextData
 from edgekd.errors import InputError
 from edgekd.recipe import load_recipe
 
+from tests.conftest import text_pipeline_recipe
+
 WORDS = {
     "io": "open read write file close buffer stream seek",
     "net": "socket connect send recv host port address bind",
@@ -40,28 +42,11 @@ def write_jsonl(path: Path, rows: int = 150, seed: int = 0) -> Path:
 
 
 def text_recipe(tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    recipe: dict[str, Any] = {
-        "name": "text-tiny",
-        "seed": 0,
-        "device": "cpu",
-        "workdir": str(tmp_path / "run"),
-        "data": {
-            "dataset": "text", "root": str(write_jsonl(tmp_path / "rows.jsonl")), "batch_size": 32,
-            "options": {"task": "classify", "input": "code", "label": "package", "max_length": 24,
-                        "tokenizer": {"kind": "wordpiece", "vocab_size": 80}},
-        },  # fmt: skip
-        "teacher": {"model": "bert_s(dim=32, depth=2, heads=4, mlp_ratio=2)", "train": {"epochs": 4, "lr": 0.003, "optimizer": {"name": "adamw"}}},
-        "student": "teacher",
-        "distill": {"epochs": 1, "lr": 0.002, "optimizer": {"name": "adamw"}},
-        "stages": [
-            {"prune": {"target_macs": 0.6, "steps": 1}},
-            {"qat": {"profile": "ort-x86", "calibration_batches": 2}, "recover": {"epochs": 1, "lr": 0.0005}},
-            {"export": {}},
-            {"bench": {"rounds": 2, "batch_sizes": [1], "warmup_s": 0.0, "min_iterations": 2, "min_duration_s": 0.01, "memory": False, "mode": "paired"}},
-        ],
-    }
-    recipe.update(extra)
-    return recipe
+    return text_pipeline_recipe(
+        tmp_path / "run", write_jsonl(tmp_path / "rows.jsonl"), {"task": "classify", "input": "code", "label": "package"},
+        **{"teacher": {"model": "bert_s(dim=32, depth=2, heads=4, mlp_ratio=2)", "train": {"epochs": 4, "lr": 0.003, "optimizer": {"name": "adamw"}}},
+           **extra},
+    )
 
 
 def test_a_text_classifier_is_pruned_quantized_exported_and_benchmarked(tmp_path):
