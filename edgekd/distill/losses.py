@@ -70,11 +70,8 @@ def token_kd_loss(
         return (1 - alpha) * hard + alpha * soft
     if not mask.any():
         return student_logits.sum() * 0.0
-    log_p_student = F.log_softmax(student_logits[mask].float() / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits[mask].detach().float() / temperature, dim=-1)
-    soft = per_token_divergence(log_p_student, log_p_teacher, divergence, beta)
-    hard_per_token = F.cross_entropy(student_logits[mask], targets[mask], reduction="none")
-    return ((1 - alpha) * hard_per_token + alpha * temperature**2 * soft).mean()
+    # One weight per real token: the response loss over the (N, V) rows of those tokens.
+    return kd_loss(student_logits[mask].float(), teacher_logits[mask].detach().float(), targets[mask], temperature, alpha, divergence, beta)
 
 
 def label_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
