@@ -169,14 +169,21 @@ class StepRecord(ModelMetrics):
 
 
 class TeacherCache(Record):
-    """The teacher's soft labels kept in the workdir: one file per view the recovery phases read."""
+    """The teacher's soft labels kept in the workdir: one file per view the recovery phases read.
+    For generation data, the top-k next-token log-probabilities of every real target token of the
+    training split: `k`, the `tokens` stored, and `bytes_per_token` on disk (everything counted)."""
+
+    omit_when_empty = frozenset({"k", "tokens", "bytes_per_token"})
 
     folder: str
-    format: str = Field(description="'logits', or 'top-k logits + tail'")
+    format: str = Field(description="'logits', 'top-k logits + tail', or 'top-k log-probs + tail per token'")
     precision: list[str]
     views: int
     bytes: int
     build_seconds: float
+    k: int | None = None
+    tokens: int | None = None
+    bytes_per_token: float | None = None
 
 
 class DatasetSummary(Record):

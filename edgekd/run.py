@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,10 +32,11 @@ from edgekd.data.augment import FRESH_VIEWS, Augmenter, TrainBatches, make_augme
 from edgekd.data.views import views_from
 from edgekd.distributed import Distributed
 from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, TrainConfig, fit
-from edgekd.distill.cache import SoftLabelCache, storage_top_k
+from edgekd.distill.cache import SoftLabelCache, TokenSoftLabels, storage_top_k, token_top_k
+from edgekd.distill.topk_cache import TopKCache, TopKCacheWriter
 from edgekd.distill.train import TrainingDiverged
 from edgekd.errors import InputError, NotFinite
-from edgekd.facts import DataFacts
+from edgekd.facts import IGNORE_INDEX, DataFacts
 from edgekd.files import real_folder, serialized, sweep_temporaries, write_atomic, write_json
 from edgekd.gate import evaluate_gates
 from edgekd.metrics import accuracy, generation_metrics, measure
@@ -93,6 +95,7 @@ class Run:
         self._teachers: dict[str, nn.Module] = {}
         self._assistants: dict[str, nn.Module] = {}
         self._soft_labels: SoftLabelCache | None = None
+        self._token_labels: TokenSoftLabels | None = None
         self.augmenter: Augmenter | None = None
         self.dist = Distributed()
 
@@ -174,9 +177,9 @@ class Run:
         distill = config if recovery else DistillConfig(**config.model_dump(), method="ce", alpha=0)
         mentor = self.teacher if teacher == "default" and recovery else teacher
         runtime = self.recipe.runtime
-        cache = self.soft_labels if runtime.teacher_cache and mentor is not None and mentor is self.teacher and not self.generates else None
-        if runtime.teacher_cache and recovery and self.generates and isinstance(mentor, nn.Module):
-            self.say(f"{description}: the teacher runs live on every batch (its logit cache serves class logits, not tokens)")
+        cache = None
+        if runtime.teacher_cache and mentor is not None and mentor is self.teacher:
+            cache = self.token_soft_labels if self.generates else self.soft_labels
         phase = Phase(
             distill, model, mentor if isinstance(mentor, nn.Module) else None, self.device, seed,
             student_view=self.student_view if mentor is not None else self.teacher_view,
@@ -205,18 +208,79 @@ class Run:
         if self._soft_labels is None:
             runtime = self.recipe.runtime
             top_k = storage_top_k(runtime.teacher_cache_top_k, self.data.num_classes)
-            digest = hashlib.sha256()
-            for tensor in self.teacher.state_dict().values():
-                digest.update(tensor.detach().cpu().numpy().tobytes())
-            data = self.recipe.data.model_dump(mode="json", exclude=NOT_IN_CACHE_KEYS)
-            digest.update(json.dumps([self.recipe.teacher.input, self.data.digest(), data, self.seed, top_k, runtime.teacher_cache_precision], sort_keys=True).encode())
+            key = self._teacher_data_key(top_k, runtime.teacher_cache_precision)
             # Every rank computes the views it reads; rank 0 keeps them for later phases and runs.
             self._soft_labels = SoftLabelCache(
-                self.workdir / f"soft-labels-{digest.hexdigest()[:12]}", self._teacher_outputs,
+                self.workdir / f"soft-labels-{key}", self._teacher_outputs,
                 num_samples=len(self.data.train), num_classes=self.data.num_classes, top_k=top_k,
                 precision=runtime.teacher_cache_precision, write=self._write, say=self.say,
             )
         return self._soft_labels
+
+    def token_soft_labels(self) -> TokenSoftLabels:
+        """Generation data: the teacher's top-k next-token log-probabilities at every real target token of
+        the training split (`runtime.teacher_cache_top_k`), computed once per (teacher weights, data, k)
+        into `<workdir>/teacher-topk-<key>/` and reused by later phases and resumed runs. A folder that is
+        damaged or does not fit this data is said so and built again."""
+        if self._token_labels is None:
+            k = token_top_k(self.recipe.runtime.teacher_cache_top_k, self.data.facts.vocab_size or 0)
+            folder = self.workdir / f"teacher-topk-{self._teacher_data_key('top-k tokens', k)}"
+            cache = self._reusable_token_cache(folder, k) if self.dist.is_main else None
+            origin = "reused"
+            if cache is None and self.dist.is_main:
+                cache = self._build_token_cache(folder, k)
+                origin = f"built in {cache.meta['build_seconds']:.1f} s"
+            self.dist.barrier()  # the other ranks read what rank 0 built
+            cache = cache or TopKCache.open(folder)
+            self._token_labels = TokenSoftLabels(cache)
+            summary = self._token_labels.summary()
+            self.say(
+                f"teacher cache {folder.name} ({origin}): top-{k} of {cache.info.vocab_size} next-token log-probs for "
+                f"{summary['tokens']:,} target tokens, {summary['bytes_per_token']:g} bytes/token ({summary['bytes']:,} bytes); "
+                "recovery phases read it instead of running the teacher"
+            )
+        return self._token_labels
+
+    def _reusable_token_cache(self, folder: Path, k: int) -> TopKCache | None:
+        """The token cache in `folder` if it is whole and fits this data (one sequence per training sample,
+        each with as many tokens as its real targets); None to build it."""
+        if not folder.exists():
+            return None
+        try:
+            cache = TopKCache.open(folder)
+            counts = (self.data.train.tensors[1] != IGNORE_INDEX).sum(dim=1).numpy()
+            if (cache.info.k, cache.info.vocab_size) != (k, self.data.facts.vocab_size) or len(cache) != len(counts) \
+                    or not (np.diff(cache.offsets) == counts).all():
+                raise InputError(f"top-k cache {str(folder)!r} does not fit this run's training split or k")
+        except InputError as exc:
+            self.say(f"{exc}; building it again")
+            return None
+        return cache
+
+    @torch.no_grad()
+    def _build_token_cache(self, folder: Path, k: int) -> TopKCache:
+        started = time.perf_counter()
+        writer = TopKCacheWriter(folder, k=k, vocab_size=self.data.facts.vocab_size or 0)
+        try:
+            expected = 0
+            for x, y, index in self.loader("train", indexed=True):
+                assert int(index[0]) == expected, "the cache stores the training split in order"
+                logits = logits_of(run_model(self.teacher, self.teacher_view(x.to(self.device))))
+                writer.add(logits, y.to(self.device) != IGNORE_INDEX)
+                expected += len(index)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.close({"build_seconds": round(time.perf_counter() - started, 3)})
+
+    def _teacher_data_key(self, *settings: Any) -> str:
+        """A digest of the teacher's weights, the data and `settings`: the name of a cache of teacher outputs."""
+        digest = hashlib.sha256()
+        for tensor in self.teacher.state_dict().values():
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        data = self.recipe.data.model_dump(mode="json", exclude=NOT_IN_CACHE_KEYS)
+        digest.update(json.dumps([self.recipe.teacher.input, self.data.digest(), data, self.seed, *settings], sort_keys=True).encode())
+        return digest.hexdigest()[:12]
 
     @torch.no_grad()
     def _teacher_outputs(self, view: int | None) -> torch.Tensor:
@@ -574,7 +638,8 @@ class Run:
         if trains:
             assert recover is not None
             self.train(self.student, recover, seed=seed, description=label)
-        if self._soft_labels is not None and (summary := self._soft_labels.summary())["views"]:
+        labels = self._token_labels or self._soft_labels
+        if labels is not None and (summary := labels.summary())["views"]:
             cache = Artefacts(teacher_cache=TeacherCache.model_validate(summary))  # kept with the checkpoint
             self.artefacts = self.artefacts.merged(cache)
             self.report.apply(cache)

@@ -10,7 +10,12 @@ Stored compactly: fp16 logits (fp32 for a view whose values exceed fp16's range)
 classes the top-k logits plus one *tail logit* standing for all other classes, chosen so that
 the teacher's top-k probabilities and the remaining mass are exact at temperature 1
 (tail = logsumexp(rest) - log(C - k)). Reading rebuilds full logits, so every loss works unchanged;
-at other temperatures the remaining mass is spread evenly over the other classes."""
+at other temperatures the remaining mass is spread evenly over the other classes.
+
+Generation data has a distribution per target token instead: `TokenSoftLabels` serves them from a
+top-k cache (`edgekd.distill.topk_cache`), one sequence per training sample, read with the batch's
+targets (the real target tokens are the stored ones). A phase reads either kind through
+`logits(view, index, targets)`."""
 
 from __future__ import annotations
 
@@ -23,17 +28,28 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 import torch
 
+from edgekd.distill.topk_cache import TopKCache
+from edgekd.facts import IGNORE_INDEX
+
 Writer = Callable[[Path, Callable[[BinaryIO], Any]], None]
 
 # Up to this many classes full logits are small enough (fp16: 200 bytes a sample); beyond, the top 20.
 FULL_LOGITS_UP_TO = 100
 AUTO_TOP_K = 20
+# Per target token of a vocabulary: the top 32 (132 bytes a token with a vocabulary up to 65,536, where
+# DistillKit stores ~300); the rest of a language model's next-token mass is mostly in its top few.
+AUTO_TOKEN_TOP_K = 32
 
 
 def storage_top_k(requested: int | str, num_classes: int) -> int | None:
     """How many logits to keep per sample: None for all of them."""
     top_k = (None if num_classes <= FULL_LOGITS_UP_TO else AUTO_TOP_K) if requested == "auto" else int(requested)
     return top_k if top_k is not None and top_k < num_classes else None
+
+
+def token_top_k(requested: int | str, vocab_size: int) -> int:
+    """How many log-probabilities to keep per target token (at most the whole vocabulary)."""
+    return min(AUTO_TOKEN_TOP_K if requested == "auto" else int(requested), vocab_size)
 
 
 class SoftLabelCache:
@@ -61,7 +77,8 @@ class SoftLabelCache:
     def name(view: int | None) -> str:
         return "plain" if view is None else f"view{view}"
 
-    def logits(self, view: int | None, index: torch.Tensor) -> torch.Tensor:
+    def logits(self, view: int | None, index: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, classes) logits of samples `index` (`targets` select nothing here: one row per sample)."""
         values, classes = self._load(view)
         rows = index.cpu().numpy()
         stored = torch.from_numpy(np.asarray(values[rows], dtype=np.float32))
@@ -150,4 +167,34 @@ class SoftLabelCache:
         }
 
 
-__all__ = ["SoftLabelCache", "storage_top_k"]
+class TokenSoftLabels:
+    """The teacher's next-token distributions on the training split, from a top-k cache written with
+    each sample's real target tokens (targets ≠ IGNORE_INDEX) in order. The reconstruction
+    (`TopKCache.log_probs`) is exact on the top k; temperature, `kd_on` and every divergence
+    apply to it as to live logits."""
+
+    def __init__(self, cache: TopKCache):
+        self.cache = cache
+
+    def logits(self, view: int | None, index: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, length, vocab) teacher log-probabilities, real at the target tokens of `targets`."""
+        assert view is None and targets is not None, "text has no augmented views; token soft labels need the targets"
+        return self.cache.log_probs(index.tolist(), targets.cpu() != IGNORE_INDEX)
+
+    def summary(self) -> dict[str, Any]:
+        """For report.json (a `TeacherCache` record)."""
+        info, files = self.cache.info, list(self.cache.path.iterdir())
+        return {
+            "folder": self.cache.path.name,
+            "format": f"top-{info.k} log-probs + tail per token",
+            "precision": [self.cache.meta.get("value_dtype", "float16")],
+            "views": 1,
+            "bytes": sum(f.stat().st_size for f in files),
+            "build_seconds": round(float(self.cache.meta.get("build_seconds", 0.0)), 3),
+            "k": info.k,
+            "tokens": info.tokens,
+            "bytes_per_token": round(self.cache.bytes_per_token(), 2),
+        }
+
+
+__all__ = ["SoftLabelCache", "TokenSoftLabels", "storage_top_k", "token_top_k"]

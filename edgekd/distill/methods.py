@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.data.views import View, identity
-from edgekd.distill.cache import SoftLabelCache
+from edgekd.distill.cache import SoftLabelCache, TokenSoftLabels
 from edgekd.distill.config import DistillConfig, TermConfig
 from edgekd.distill.losses import kd_loss, soft_weights, token_cross_entropy
 from edgekd.distill.registry import methods
@@ -57,8 +57,9 @@ class Phase:
     student_taps: list[str] = field(default_factory=list)
     teacher_taps: list[str] = field(default_factory=list)
     student_input_taps: list[str] = field(default_factory=list)
-    # The teacher's logits for every training sample and view, computed once (see Run.soft_labels).
-    soft_labels: Callable[[], SoftLabelCache] | None = None
+    # The teacher's logits for every training sample and view (per target token for generation data),
+    # computed once (see Run.soft_labels and Run.token_soft_labels).
+    soft_labels: Callable[[], SoftLabelCache | TokenSoftLabels] | None = None
     # What runs the student's forward pass in training: the student, or its DDP wrapper.
     student_forward: Callable[..., Any] | None = None
     # How far the phase has trained, 0 (first batch) to 1 (last): what α schedules follow.
@@ -109,7 +110,7 @@ class Batch:
     def teacher_logits(self) -> torch.Tensor:
         cached = self.objective.cached_soft_labels
         if cached is not None and self.index is not None:
-            return cached.logits(self.view, self.index).to(self.x.device)
+            return cached.logits(self.view, self.index, self.y).to(self.x.device)
         teacher = self.objective.phase.teacher
         assert teacher is not None
         with torch.no_grad():
@@ -225,7 +226,7 @@ class Objective:
         with torch.no_grad():
             probe = Batch(self, example, torch.zeros(len(example), dtype=torch.long, device=example.device))
             _ = probe.student_logits
-            if self.phase.teacher is not None:
+            if self.phase.teacher is not None and not self.reads_cache:  # a cached teacher never runs in the phase
                 _ = probe.teacher_logits
             for term in self.terms:
                 term.setup(probe)
@@ -237,13 +238,16 @@ class Objective:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def reads_cache(self) -> bool:
+        """Whether the teacher's logits come from the phase's cache: offered, and no term reads teacher
+        features (those need the live forward pass anyway, so the cache would save nothing)."""
+        return self.phase.soft_labels is not None and not self.phase.teacher_taps
+
     @cached_property
-    def cached_soft_labels(self) -> SoftLabelCache | None:
-        """The teacher's precomputed logits, when the phase offers them and no term reads teacher features
-        (those need the live forward pass anyway, so the cache would save nothing)."""
-        if self.phase.soft_labels is None or self.phase.teacher_taps:
-            return None
-        return self.phase.soft_labels()
+    def cached_soft_labels(self) -> SoftLabelCache | TokenSoftLabels | None:
+        """The teacher's precomputed logits, when `reads_cache`."""
+        return self.phase.soft_labels() if self.phase.soft_labels is not None and self.reads_cache else None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None, view: int | None = None) -> torch.Tensor:
         batch = Batch(self, x, y, index, view)

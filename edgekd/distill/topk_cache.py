@@ -5,13 +5,15 @@ recovery phases read instead of running the teacher.
 On disk, a folder (streamed into `<name>.partial`, synced, then renamed, so a half-written
 cache never exists under its name):
 
-    meta.json      format, k, vocab size, dtypes, counts
+    meta.json      format, k, vocab size, dtypes, counts (and the writer's notes, e.g. build seconds)
     values.bin     (tokens, k) float16   top-k log-probabilities, largest first
     indices.bin    (tokens, k) uint16    their token ids (int32 when the vocabulary exceeds 65,536)
     tail.bin       (tokens,)   float16   log of the probability outside the top k (-inf when k = vocab)
     offsets.bin    (sequences + 1,) int64  where each sequence's tokens start
 
-Only target tokens are stored (the positions a `mask` selects, in row-major order), so a
+`TopKCache.open` checks the files against meta.json (sizes, offsets, finite log-probabilities,
+token ids inside the vocabulary) and refuses a damaged folder with an InputError saying what is
+wrong, so a reader never trains on garbage. Only target tokens are stored (the positions a `mask` selects, in row-major order), so a
 sequence is read back with the same mask it was written with; the reader checks the counts.
 Log-probabilities rather than probabilities: fp16 keeps a relative precision of ~0.1% on
 every probability, where fp16 probabilities would lose the small ones.
@@ -55,6 +57,8 @@ FORMAT = "edgekd.topk/1"
 VALUE_DTYPE = np.dtype(np.float16)
 OFFSET_DTYPE = np.dtype(np.int64)
 FILES = ("values", "indices", "tail")
+CHECK_ROWS = 1 << 20  # tokens per chunk when `open` checks the values
+ROUNDING = 1e-3  # how far above 0 a stored log-probability may round
 
 
 def index_dtype(vocab_size: int) -> np.dtype:
@@ -115,14 +119,15 @@ class TopKCacheWriter:
         for count in mask.sum(dim=1).tolist():
             self.offsets.append(self.offsets[-1] + int(count))
 
-    def close(self) -> TopKCache:
+    def close(self, notes: dict[str, Any] | None = None) -> TopKCache:
+        """Publish the folder; `notes` (JSON values) are kept in meta.json beside the counts."""
         for handle in self.files.values():
             handle.flush()
             os.fsync(handle.fileno())
             handle.close()
         info = CacheInfo(self.k, self.vocab_size, len(self.offsets) - 1, self.offsets[-1])
         write_atomic(self.staging / "offsets.bin", np.asarray(self.offsets, dtype=OFFSET_DTYPE).tobytes())
-        write_atomic(self.staging / "meta.json", json.dumps(info.to_json(), indent=1))
+        write_atomic(self.staging / "meta.json", json.dumps({**(notes or {}), **info.to_json()}, indent=1))
         shutil.rmtree(self.path, ignore_errors=True)
         self.staging.rename(self.path)
         return TopKCache.open(self.path)
@@ -145,8 +150,9 @@ class TopKCacheWriter:
 class TopKCache:
     """A written cache, memory-mapped: reading a batch touches only its sequences."""
 
-    def __init__(self, path: pathlib.Path, info: CacheInfo):
+    def __init__(self, path: pathlib.Path, info: CacheInfo, meta: dict[str, Any] | None = None):
         self.path, self.info = path, info
+        self.meta = meta or info.to_json()
         k, tokens = info.k, info.tokens
         self.values = _map(path / "values.bin", VALUE_DTYPE, (tokens, k))
         self.indices = _map(path / "indices.bin", index_dtype(info.vocab_size), (tokens, k))
@@ -155,14 +161,35 @@ class TopKCache:
 
     @classmethod
     def open(cls, path: str | pathlib.Path) -> TopKCache:
+        """The cache in `path`, checked; InputError saying what is wrong when it is missing or damaged."""
         path = pathlib.Path(path)
         meta_file = path / "meta.json"
         if not meta_file.is_file():
             raise InputError(f"{str(path)!r} is not a top-k teacher cache (no meta.json)")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != FORMAT:
-            raise InputError(f"{str(path)!r} holds cache format {meta.get('format')!r}; this edgekd reads {FORMAT!r}")
-        return cls(path, CacheInfo(meta["k"], meta["vocab_size"], meta["sequences"], meta["tokens"]))
+        try:
+            meta = json.loads(meta_file.read_text())
+            if meta.get("format") != FORMAT:
+                raise InputError(f"{str(path)!r} holds cache format {meta.get('format')!r}; this edgekd reads {FORMAT!r}")
+            info = CacheInfo(int(meta["k"]), int(meta["vocab_size"]), int(meta["sequences"]), int(meta["tokens"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"top-k cache {str(path)!r}: meta.json cannot be read ({exc})") from None
+        _check_sizes(path, info)
+        cache = cls(path, info, meta)
+        cache._check_contents()
+        return cache
+
+    def _check_contents(self) -> None:
+        """Offsets that cover the tokens in order, finite log-probabilities ≤ 0, ids inside the vocabulary."""
+        offsets, info = self.offsets, self.info
+        if offsets[0] != 0 or offsets[-1] != info.tokens or (np.diff(offsets) < 0).any():
+            raise InputError(f"top-k cache {str(self.path)!r}: offsets.bin does not cover its {info.tokens} tokens in order")
+        for start in range(0, info.tokens, CHECK_ROWS):
+            values, indices = self.values[start : start + CHECK_ROWS], self.indices[start : start + CHECK_ROWS]
+            tail = self.tail[start : start + CHECK_ROWS]
+            if not (np.isfinite(values).all() and (values <= ROUNDING).all() and not np.isnan(tail).any() and (tail <= ROUNDING).all()):
+                raise InputError(f"top-k cache {str(self.path)!r}: values.bin or tail.bin holds values that are no log-probabilities")
+            if len(indices) and int(indices.max()) >= info.vocab_size:
+                raise InputError(f"top-k cache {str(self.path)!r}: indices.bin holds token ids beyond the vocabulary ({info.vocab_size})")
 
     def __len__(self) -> int:
         return self.info.sequences
@@ -197,6 +224,22 @@ class TopKCache:
         out = torch.full((*mask.shape, vocab), -math.log(vocab))
         out[mask] = F.log_softmax(dense, dim=-1)  # renormalised: fp16 rounding leaves the sum a little off 1
         return out.to(device)
+
+
+def _check_sizes(path: pathlib.Path, info: CacheInfo) -> None:
+    """Every file as long as meta.json's counts make it (a cut or missing file is refused, not mapped)."""
+    expected = {
+        "values.bin": info.tokens * info.k * VALUE_DTYPE.itemsize,
+        "indices.bin": info.tokens * info.k * index_dtype(info.vocab_size).itemsize,
+        "tail.bin": info.tokens * VALUE_DTYPE.itemsize,
+        "offsets.bin": (info.sequences + 1) * OFFSET_DTYPE.itemsize,
+    }
+    for name, size in expected.items():
+        file = path / name
+        actual = file.stat().st_size if file.is_file() else None
+        if actual != size:
+            found = "it is missing" if actual is None else f"it holds {actual}"
+            raise InputError(f"top-k cache {str(path)!r}: {name} should hold {size} bytes for {info.tokens} tokens; {found}")
 
 
 def _map(path: pathlib.Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:

@@ -167,6 +167,17 @@ def _overview(report: Report) -> Text:
     return Text(f"Recipe {report.name} (hash {report.recipe_hash or '–'}), run {report.created or '–'}.{facts}")
 
 
+def _teacher_cache_text(report: Report) -> Text:
+    """What recovery read instead of running the teacher; per token for generation data."""
+    cache = report.teacher_cache
+    assert cache is not None
+    stored = f"{cache.tokens:,} target tokens, {cache.bytes_per_token:g} bytes/token" if cache.tokens is not None else f"{cache.views} view(s)"
+    return Text(
+        f"Teacher cache: recovery read the teacher's {cache.format} ({', '.join(cache.precision)}) from {cache.folder}: "
+        f"{stored}, {_size(cache.bytes)}, built in {cache.build_seconds:g} s."
+    )
+
+
 # How each bench mode timed the models (reports from before deployment mode were paired).
 HOW_MEASURED = {
     "deployment": "each model alone in a fresh process per round, the order rotating between rounds; a latency is the "
@@ -402,6 +413,8 @@ def build_blocks(report: Report | Mapping[str, Any]) -> list[Block]:
         _steps_table(report),
         _trajectory_plot(report),
     ]
+    if report.teacher_cache:
+        blocks.append(_teacher_cache_text(report))
     latency = report.latency
     if latency:
         blocks += [
