@@ -71,7 +71,8 @@ class RuntimeConfig(StrictModel):
     (the samples as stored, or each augmented view a recovery phase reads) and reuse them in every
     recovery phase and on resume (`data.views` functions must be deterministic).
     `teacher_cache_top_k`: store the top k logits plus one for the rest (`auto`: all logits up to
-    100 classes, the top 20 beyond). `teacher_cache_precision`: fp16 halves the cache (fp32 is kept
+    100 classes, the top 20 beyond); for generation data the top k next-token log-probabilities per
+    target token plus the remaining mass (`auto`: 32, at most the vocabulary). `teacher_cache_precision`: fp16 halves the cache (fp32 is kept
     for values beyond fp16's range). `precision`: autocast dtype for training. `channels_last`: NHWC
     memory format for convolutions."""
 
