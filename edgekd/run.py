@@ -235,9 +235,8 @@ class Run:
             self._token_labels = TokenSoftLabels(cache)
             summary = self._token_labels.summary()
             self.say(
-                f"teacher cache {folder.name} ({origin}): top-{k} of {cache.info.vocab_size} next-token log-probs for "
-                f"{summary['tokens']:,} target tokens, {summary['bytes_per_token']:g} bytes/token ({summary['bytes']:,} bytes); "
-                "recovery phases read it instead of running the teacher"
+                f"teacher cache {folder.name} ({origin}): top-{k} of {cache.info.vocab_size} per token, "
+                f"{summary['tokens']:,} tokens, {summary['bytes_per_token']:g} bytes/token; recovery reads it, not the teacher"
             )
         return self._token_labels
 

@@ -47,7 +47,7 @@ def test_a_causal_lm_is_pruned_quantized_exported_and_benchmarked(tmp_path):
     console = Console(file=io.StringIO(), width=200)
     report = edgekd.compress(generate_recipe(tmp_path), console=console).to_json()
     said = console.file.getvalue()
-    assert "recovery phases read it instead of running the teacher" in said and "token accuracy" in said
+    assert "bytes/token; recovery reads it, not the teacher" in said and "token accuracy" in said
     assert report["teacher_cache"]["k"] == 32 and report["teacher_cache"]["bytes_per_token"] > 0  # auto: the top 32 per token
     assert report["dataset"]["task"] == "causal-lm"
     teacher = report["teacher"]

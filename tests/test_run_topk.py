@@ -70,7 +70,7 @@ def test_recovery_reads_the_token_cache_and_matches_the_live_teacher(tmp_path, l
     recipe = layout_recipe(tmp_path, layout, teacher_cache_top_k=vocab)  # k = vocab: exact up to fp16 rounding
     cached, calls, said = run(recipe)
     assert calls == 0  # two recovery phases, the teacher never ran in them
-    assert said.count("recovery phases read it instead of running the teacher") == 1  # built once, read by both phases
+    assert said.count("bytes/token; recovery reads it, not the teacher") == 1  # built once, read by both phases
     cache = cached["teacher_cache"]
     assert cache["k"] == vocab and cache["tokens"] > cached["dataset"]["sizes"]["train"] and cache["folder"].startswith("teacher-topk-")
     assert cache["bytes_per_token"] == pytest.approx(cache["bytes"] / cache["tokens"], rel=0.01)
