@@ -208,6 +208,34 @@ class Recipe(StrictModel):
             raise PydanticCustomError(PLAN_ERROR, "{count} problem(s) with text data", {"count": len(problems), "problems": problems})
         return self
 
+    @model_validator(mode="after")
+    def _teacher_targets_need_prompts(self) -> Recipe:
+        """`targets: teacher` replaces generation targets: refused where the data has none to replace (a
+        factory's data is checked when it loads)."""
+        problems = [f"{where}.targets: teacher {problem}" for where in self.teacher_target_blocks() if (problem := self.teacher_targets_problem())]
+        if problems:
+            raise PydanticCustomError(PLAN_ERROR, "{count} problem(s) with targets", {"count": len(problems), "problems": problems})
+        return self
+
+    def teacher_target_blocks(self) -> list[str]:
+        """Where `targets: teacher` is set: `distill` (every recovery inherits it), or the stages' recover blocks."""
+        if self.distill.targets == "teacher":
+            return ["distill"]
+        return [p.recover_path for p in self.plan if p.recover is not None and p.recover.targets == "teacher"]
+
+    def teacher_targets_problem(self, options: Any = None) -> str | None:
+        """Why this data cannot take the teacher's generations as targets (None: it can, or a factory's
+        data decides when it loads). `options`: the loaded data's text options."""
+        if options is None and self.data.dataset != "text":
+            return None if ":" in self.data.dataset else f"replaces generation targets; dataset {self.data.dataset!r} has none (use dataset: text with task: generate)"
+        options = options or text_options(self.data.options)
+        if options.task != "generate":
+            return "replaces generation targets; this text data classifies (data.options.task: generate)"
+        if options.target is None:
+            return ("needs prompts to continue: data.options.target names the answers the teacher's replace "
+                    "(plain language modelling, without a target field, has none)")
+        return None
+
     def distill_blocks(self) -> list[tuple[str, DistillConfig]]:
         """Each distillation block with where it is set: `distill`, and a stage's recover block only where
         it sets its own method (else distill.method is the one to name)."""

@@ -186,6 +186,20 @@ class TeacherCache(Record):
     bytes_per_token: float | None = None
 
 
+class TeacherTargets(Record):
+    """Sequence-level KD (`distill.targets: teacher`): the teacher's greedy answers that replaced the
+    training split's targets — `replaced` rows, `differing` from the data's answer — and the cache of
+    generations they came from (`folder` in the workdir, its `bytes`; `generated` in this run, `reused`)."""
+
+    folder: str
+    bytes: int
+    replaced: int
+    differing: int
+    generated: int
+    reused: int
+    max_new_tokens: int
+
+
 class DatasetSummary(Record):
     """The data a run read. Image data: its normalization. Text data: its task, tokenizer (`vocab_size`,
     `tokenizer` source), `max_length`, rows cut to it per split (`truncated`) and class `labels`."""
@@ -368,13 +382,14 @@ class Artefacts(Record):
     checkpoint, so a resumed run reports the files and timings of steps it does not repeat.
     Its JSON is the part of report.json it fills in."""
 
-    omit_when_empty = frozenset({"teacher", "student", "latency", "bench", "teacher_cache", "generation"})
+    omit_when_empty = frozenset({"teacher", "student", "latency", "bench", "teacher_cache", "teacher_targets", "generation"})
 
     teacher: TeacherFiles | None = None
     student: StudentFiles | None = None
     latency: Latency | None = None
     bench: dict[str, dict[str, Any]] = Field(default_factory=dict, description="backend → its edgekd.bench/1 results")
     teacher_cache: TeacherCache | None = None
+    teacher_targets: TeacherTargets | None = None
     generation: dict[str, Any] | None = Field(None, description="language models: the bench stage's edgekd.bench.generation results")
 
     def merged(self, later: Artefacts) -> Artefacts:
@@ -386,6 +401,7 @@ class Artefacts(Record):
             latency=later.latency or self.latency,
             bench={**self.bench, **later.bench},
             teacher_cache=later.teacher_cache or self.teacher_cache,
+            teacher_targets=later.teacher_targets or self.teacher_targets,
             generation=later.generation or self.generation,
         )
 
@@ -406,7 +422,7 @@ class Report(Record):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
     omit_when_empty = frozenset(
-        {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "teacher_cache", "generation",
+        {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "teacher_cache", "teacher_targets", "generation",
          "gates_config", "gates", "non_finite"}
     )
 
@@ -426,6 +442,7 @@ class Report(Record):
     latency: Latency | None = None
     bench: dict[str, dict[str, Any]] = Field(default_factory=dict)
     teacher_cache: TeacherCache | None = None
+    teacher_targets: TeacherTargets | None = None
     generation: dict[str, Any] | None = None  # language models: time to first token and tokens/s per model and batch
     gates_config: GatesConfig | None = None
     gates: list[GateResult] | None = None
@@ -443,6 +460,8 @@ class Report(Record):
         self.bench = {**self.bench, **artefacts.bench}
         if artefacts.teacher_cache is not None:
             self.teacher_cache = artefacts.teacher_cache
+        if artefacts.teacher_targets is not None:
+            self.teacher_targets = artefacts.teacher_targets
         if artefacts.generation is not None:
             self.generation = artefacts.generation
 

@@ -28,11 +28,15 @@ from edgekd import terminal
 from edgekd.version import __version__
 from edgekd.bench.environment import environment
 from edgekd.data import DataBundle, TextBundle, load_data
+from edgekd.data.text import with_training_targets
 from edgekd.data.augment import FRESH_VIEWS, Augmenter, TrainBatches, make_augmenter, pool_view
 from edgekd.data.views import views_from
 from edgekd.distributed import Distributed
 from edgekd.distill import DistillConfig, Objective, Phase, TeacherConfig, TrainConfig, fit
 from edgekd.distill.cache import SoftLabelCache, TokenSoftLabels, storage_top_k, token_top_k
+from edgekd.distill.generation_cache import CACHE_FORMAT, cached_generate, key_digest, module_digest, text_digest
+from edgekd.distill.sequence import greedy_generate_fn
+from edgekd.distill.stepbystep import Tokens
 from edgekd.distill.topk_cache import TopKCache, TopKCacheWriter
 from edgekd.distill.train import TrainingDiverged
 from edgekd.errors import InputError, NotFinite
@@ -46,7 +50,7 @@ from edgekd.prune import ChannelPruner, PruneConfig, save_pretrained
 from edgekd.prune.hf import is_hf_model
 from edgekd.quant import float_model
 from edgekd.recipe import PlannedStage, Recipe
-from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherCache, TeacherRecord
+from edgekd.records import Artefacts, DatasetSummary, Report, StepRecord, StudentRecord, TeacherCache, TeacherRecord, TeacherTargets
 from edgekd.report import PLOT_DIR, write_reports
 from edgekd.stage import Role, StepResult, View
 from edgekd.workdir import claim_workdir, workdir_lock
@@ -95,7 +99,9 @@ class Run:
         self._teachers: dict[str, nn.Module] = {}
         self._assistants: dict[str, nn.Module] = {}
         self._soft_labels: SoftLabelCache | None = None
-        self._token_labels: TokenSoftLabels | None = None
+        self._token_caches: dict[str, TokenSoftLabels] = {}  # by folder: one per training targets
+        self._token_labels: TokenSoftLabels | None = None  # the one the last phase read
+        self._teacher_answers: TextBundle | None = None
         self.augmenter: Augmenter | None = None
         self.dist = Distributed()
 
@@ -172,6 +178,15 @@ class Run:
     ) -> list[float]:
         """Train `model` in place: the configured distillation from the run's teacher for a
         DistillConfig, plain cross-entropy for a TrainConfig (or with teacher=None)."""
+        recovery = isinstance(config, DistillConfig)
+        with self._training_targets(config) if recovery else nullcontext():
+            return self._train(model, config, seed=seed, description=description, after_backward=after_backward,
+                               teacher=teacher, stop_after_epoch=stop_after_epoch)
+
+    def _train(
+        self, model: nn.Module, config: TrainConfig, *, seed: int, description: str,
+        after_backward: Callable[[nn.Module], None] | None, teacher: nn.Module | None | str, stop_after_epoch: int | None,
+    ) -> list[float]:
         torch.manual_seed(seed)
         recovery = isinstance(config, DistillConfig)
         distill = config if recovery else DistillConfig(**config.model_dump(), method="ce", alpha=0)
@@ -222,9 +237,9 @@ class Run:
         the training split (`runtime.teacher_cache_top_k`), computed once per (teacher weights, data, k)
         into `<workdir>/teacher-topk-<key>/` and reused by later phases and resumed runs. A folder that is
         damaged or does not fit this data is said so and built again."""
-        if self._token_labels is None:
-            k = token_top_k(self.recipe.runtime.teacher_cache_top_k, self.data.facts.vocab_size or 0)
-            folder = self.workdir / f"teacher-topk-{self._teacher_data_key('top-k tokens', k)}"
+        k = token_top_k(self.recipe.runtime.teacher_cache_top_k, self.data.facts.vocab_size or 0)
+        folder = self.workdir / f"teacher-topk-{self._teacher_data_key('top-k tokens', k)}"
+        if folder.name not in self._token_caches:
             cache = self._reusable_token_cache(folder, k) if self.dist.is_main else None
             origin = "reused"
             if cache is None and self.dist.is_main:
@@ -232,12 +247,13 @@ class Run:
                 origin = f"built in {cache.meta['build_seconds']:.1f} s"
             self.dist.barrier()  # the other ranks read what rank 0 built
             cache = cache or TopKCache.open(folder)
-            self._token_labels = TokenSoftLabels(cache)
-            summary = self._token_labels.summary()
+            self._token_caches[folder.name] = TokenSoftLabels(cache)
+            summary = self._token_caches[folder.name].summary()
             self.say(
                 f"teacher cache {folder.name} ({origin}): top-{k} of {cache.info.vocab_size} per token, "
                 f"{summary['tokens']:,} tokens, {summary['bytes_per_token']:g} bytes/token; recovery reads it, not the teacher"
             )
+        self._token_labels = self._token_caches[folder.name]
         return self._token_labels
 
     def _reusable_token_cache(self, folder: Path, k: int) -> TopKCache | None:
@@ -271,6 +287,75 @@ class Run:
             writer.abort()
             raise
         return writer.close({"build_seconds": round(time.perf_counter() - started, 3)})
+
+    @contextmanager
+    def _training_targets(self, config: DistillConfig) -> Iterator[None]:
+        """A phase with `targets: teacher` trains on the teacher's answers (the training split swapped for
+        the phase; evaluation, before and after, reads the data's)."""
+        if config.targets != "teacher":
+            yield
+            return
+        data = self.data
+        self.data = self.teacher_answers()
+        try:
+            yield
+        finally:
+            self.data = data
+
+    def teacher_answers(self) -> TextBundle:
+        """The data with the teacher's greedy answers to the training prompts as training targets (sequence-level
+        KD, Kim & Rush 2016). Generated once per (teacher weights, tokenizer, prompts, limits) into
+        `<workdir>/teacher-generations/<key>/`, batch by batch, and reused by later phases and resumed runs.
+        Answers get at most as many tokens as the longest training target (and fit max_length); a causal
+        prompt too long for that gives way from its start, as the data's prompts do."""
+        if self._teacher_answers is None:
+            data = self.data
+            assert isinstance(data, TextBundle) and data.options is not None
+            options, tokenizer = data.options, data._tokenizer
+            assert tokenizer.eos_id is not None, "generation data has an end token (checked when it is encoded)"
+            seq2seq = options.layout == "seq2seq"
+            longest = int((data.train.tensors[1] != IGNORE_INDEX).sum(dim=1).max())
+            max_new = max(1, min(longest, data.max_length - 1))
+            room = data.max_length - 1 if seq2seq else data.max_length - max_new  # prompt tokens the model can take
+
+            def encode(text: str) -> list[int]:
+                ids = tokenizer.encode([text], special_tokens=False)[0]
+                return ids[:room] if seq2seq else ids[-room:]
+
+            tokens = Tokens(encode=encode, decode=tokenizer.decode, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id,
+                            decoder_start_id=data.facts.decoder_start_id)
+            generate = greedy_generate_fn(self.teacher, tokens, "seq2seq" if seq2seq else "decoder", max_new_tokens=max_new)
+            prompts = [str(row[options.input]) for row in data.rows["train"]]
+            key = {
+                "format": CACHE_FORMAT, "teacher": module_digest(self.teacher), "data": text_digest(prompts),
+                "prompting": {"decoding": "greedy", "layout": options.layout, "max_new_tokens": max_new, "prompt_tokens": room,
+                              "tokenizer": hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest()},
+            }  # fmt: skip
+            folder = self.workdir / "teacher-generations" / key_digest(key)[:16]
+            def answer() -> tuple[list[str], dict[str, int]]:
+                return cached_generate(generate, prompts, folder, batch_size=self.recipe.data.eval_batch_size,
+                                       progress=self.progress, description="teacher answers (sequence-level KD)", key=key)
+
+            if self.dist.is_main:  # rank 0 generates; the others read its files
+                answers, counts = answer()
+            self.dist.barrier()
+            if not self.dist.is_main:
+                answers, counts = answer()
+            self._teacher_answers = with_training_targets(data, answers)
+            references = [tokenizer.decode(ids) for ids in tokenizer.encode([str(r[options.target]) for r in data.rows["train"]], special_tokens=False)]
+            record = TeacherTargets(
+                folder=str(folder.relative_to(self.workdir)), bytes=sum(f.stat().st_size for f in folder.iterdir()),
+                replaced=len(answers), differing=sum(a != r for a, r in zip(answers, references)),
+                generated=counts["generated"], reused=counts["reused"], max_new_tokens=max_new,
+            )  # fmt: skip
+            self.say(
+                f"teacher answers: {record.replaced} training targets are the teacher's greedy generations "
+                f"({record.differing} differ from the data's; {record.generated} generated, {record.reused} reused) in {record.folder}"
+            )
+            targets = Artefacts(teacher_targets=record)
+            self.artefacts = self.artefacts.merged(targets)  # kept with the checkpoint
+            self.report.apply(targets)
+        return self._teacher_answers
 
     def _teacher_data_key(self, *settings: Any) -> str:
         """A digest of the teacher's weights, the data and `settings`: the name of a cache of teacher outputs."""
@@ -433,11 +518,15 @@ class Run:
         if isinstance(self.data, TextBundle):
             if self.generates and (problems := self.recipe.methods_not_per_token()):  # a factory's text, which the recipe could not check
                 raise InputError(f"data.dataset: {data.dataset!r} gives generation text; " + "; ".join(problems))
+            if (blocks := self.recipe.teacher_target_blocks()) and (problem := self.recipe.teacher_targets_problem(self.data.options)):
+                raise InputError(f"data.dataset: {data.dataset!r} gives text that {blocks[0]}.targets: teacher cannot use: it {problem}")
             # A seq2seq batch carries its decoder inputs behind the source, so one tensor is a whole model input.
             self.data = self.data.packed()
             # Text has no image views (the recipe refuses them): both models read the token batch as
             # keyword arguments, through one shared function (cross-modal needs two different ones).
             self.student_view = self.teacher_view = self.data.model_inputs
+        elif blocks := self.recipe.teacher_target_blocks():
+            raise InputError(f"{blocks[0]}.targets: teacher replaces generation targets; data.dataset {data.dataset!r} gives none")
         self.augmenter = make_augmenter(data.augment, self.data, self.seed)  # checks its settings before anything trains
         self.teacher = self.obtain_teacher(self.recipe.teacher)
         self.report = Report(

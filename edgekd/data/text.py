@@ -225,6 +225,7 @@ class TextBundle(DataBundle):
     truncated: dict[str, int] = field(default_factory=dict)
     # Set by `packed`: each seq2seq row's x holds the source (this many tokens) and then the decoder inputs.
     source_length: int | None = None
+    options: TextOptions | None = None  # what encoded the rows (`with_training_targets` encodes more the same way)
 
     @property
     def _tokenizer(self) -> TextTokenizer:
@@ -379,7 +380,30 @@ def make_text_bundle(
         labels=labels,
         rows={split: [{k: row[k] for k in options.fields} for row in part.rows] for split, part in splits.items()},
         truncated=truncated,
+        options=options,
     )
+
+
+def with_training_targets(bundle: TextBundle, answers: list[str]) -> TextBundle:
+    """`bundle` whose training rows have the generation targets `answers` (one per row, in order), encoded
+    as `make_text_bundle` encodes targets (same tokenizer, end token, separator, truncation); validation
+    and test keep theirs. A `packed` bundle stays packed, its sources untouched."""
+    options = bundle.options
+    assert options is not None and options.target is not None and len(answers) == len(bundle.rows["train"])
+    rows = [{**row, options.target: answer} for row, answer in zip(bundle.rows["train"], answers)]
+    part = _encode_split(options, bundle._tokenizer, [], TextSplit(rows, "the teacher's answers to the training prompts"))
+    pad = bundle._tokenizer.pad_id
+    if options.layout == "seq2seq":
+        sources = bundle.train.tensors[0][:, : bundle.source_length] if bundle.source_length else bundle.train.tensors[0]
+        y = _padded(part.targets, max(len(t) for t in part.targets), IGNORE_INDEX)  # type: ignore[arg-type]
+        x = torch.cat([sources, shift_right(y, start=pad, pad=pad)], dim=1) if bundle.source_length else sources
+    else:
+        width = max(len(ids) for ids in part.inputs)
+        x = _padded(part.inputs, width, pad)
+        y = _padded([t[1:] for t in part.targets], width, IGNORE_INDEX)  # type: ignore[index]
+    return dataclasses.replace(
+        bundle, train=TensorDataset(x, y), rows={**bundle.rows, "train": rows}, truncated={**bundle.truncated, "train": part.truncated}
+    )  # fmt: skip
 
 
 def _splits(

@@ -92,7 +92,12 @@ class DistillConfig(TrainConfig):
     so that sample learns from its label alone) or `confidence` (the teacher's probability of the labels).
     `divergence` is the soft term's divergence: `forward_kl` (Hinton's KL(p_T ‖ p_S), the default),
     `reverse_kl` (KL(p_S ‖ p_T)) or `jsd` (generalized Jensen-Shannon, mixture β·p_T + (1-β)·p_S, `beta`).
-    For generation data every term is per token, masked to the real target tokens."""
+    For generation data every term is per token, masked to the real target tokens.
+    `targets`: what the student learns to generate — `data` (the dataset's targets, the default) or
+    `teacher`: sequence-level KD (Kim & Rush 2016), the teacher's greedy answers to the training prompts
+    replace the training split's targets for the phase (generated once and cached in the workdir;
+    validation and test keep the ground truth). Generation data with a target field only (`task:
+    generate` with `target:`; plain language modelling has no prompt to continue)."""
 
     method: str | list[dict[str, Any]] = "kd"
     temperature: float = Field(4.0, gt=0)
@@ -103,6 +108,7 @@ class DistillConfig(TrainConfig):
     kd_on: Literal["all", "teacher_correct", "confidence"] = "teacher_correct"
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     beta: float = Field(0.5, ge=0, le=1)
+    targets: Literal["data", "teacher"] = "data"
     epochs: int = Field(2, ge=0)
     optimizer: OptimizerConfig = OptimizerConfig(lr=0.01)
 
