@@ -49,6 +49,7 @@ def test_the_student_trains_on_the_teachers_greedy_answers(tmp_path, layout):
     folder = tmp_path / "run" / targets["folder"]
     assert targets["bytes"] == sum(f.stat().st_size for f in folder.iterdir()) > 0
     assert len(report["steps"]) == 2 and report["steps"][1]["perplexity"] > 1
+    assert "Sequence-level KD: " in (tmp_path / "run" / "report.md").read_text()
 
     job = Run(Recipe.model_validate(recipe), quiet=True)
     job.prepare()

@@ -16,8 +16,9 @@ gradients keep their scale when the temperature changes. The mean runs over the 
 
 Sequence level: the teacher's greedy generations become the student's targets. `greedy_generate_fn`
 turns `generate` (the loop shared with ONNX Runtime, `edgekd.decoding`) into the text `Generate` that
-`edgekd.distill.generation_cache.cached_generate` caches; the answers are then ordinary targets
-(`edgekd.distill.stepbystep.encode_pairs`), and `token_divergence` takes a `TokenBatch`'s target_mask.
+`edgekd.distill.generation_cache.cached_generate` caches; the answers are then ordinary targets — in
+the runner (`distill.targets: teacher`, `Run.teacher_answers`) the training split's, re-encoded by
+`edgekd.data.text.with_training_targets`; for step-by-step `edgekd.distill.stepbystep.encode_pairs`.
 
 >>> student = torch.tensor([[[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]]]); mask = torch.tensor([[True, False]])
 >>> round(float(token_divergence(student, student, mask, divergence="jsd")), 6)  # equal distributions

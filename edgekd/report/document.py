@@ -415,6 +415,12 @@ def build_blocks(report: Report | Mapping[str, Any]) -> list[Block]:
     ]
     if report.teacher_cache:
         blocks.append(_teacher_cache_text(report))
+    if report.teacher_targets:
+        targets = report.teacher_targets
+        blocks.append(Text(
+            f"Sequence-level KD: {targets.replaced:,} training targets were the teacher's greedy answers ({targets.differing:,} differ "
+            f"from the data's), cached in {targets.folder} ({_size(targets.bytes)})."
+        ))  # fmt: skip
     latency = report.latency
     if latency:
         blocks += [
