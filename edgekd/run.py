@@ -304,45 +304,14 @@ class Run:
 
     def teacher_answers(self) -> TextBundle:
         """The data with the teacher's greedy answers to the training prompts as training targets (sequence-level
-        KD, Kim & Rush 2016). Generated once per (teacher weights, tokenizer, prompts, limits) into
-        `<workdir>/teacher-generations/<key>/`, batch by batch, and reused by later phases and resumed runs.
-        Answers get at most as many tokens as the longest training target (and fit max_length); a causal
-        prompt too long for that gives way from its start, as the data's prompts do."""
+        KD, Kim & Rush 2016), made once per run from the generation cache (`_teacher_generations`)."""
         if self._teacher_answers is None:
             data = self.data
-            assert isinstance(data, TextBundle) and data.options is not None
-            options, tokenizer = data.options, data._tokenizer
-            assert tokenizer.eos_id is not None, "generation data has an end token (checked when it is encoded)"
-            seq2seq = options.layout == "seq2seq"
-            longest = int((data.train.tensors[1] != IGNORE_INDEX).sum(dim=1).max())
-            max_new = max(1, min(longest, data.max_length - 1))
-            room = data.max_length - 1 if seq2seq else data.max_length - max_new  # prompt tokens the model can take
-
-            def encode(text: str) -> list[int]:
-                ids = tokenizer.encode([text], special_tokens=False)[0]
-                return ids[:room] if seq2seq else ids[-room:]
-
-            tokens = Tokens(encode=encode, decode=tokenizer.decode, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id,
-                            decoder_start_id=data.facts.decoder_start_id)
-            generate = greedy_generate_fn(self.teacher, tokens, "seq2seq" if seq2seq else "decoder", max_new_tokens=max_new)
-            prompts = [str(row[options.input]) for row in data.rows["train"]]
-            key = {
-                "format": CACHE_FORMAT, "teacher": module_digest(self.teacher), "data": text_digest(prompts),
-                "prompting": {"decoding": "greedy", "layout": options.layout, "max_new_tokens": max_new, "prompt_tokens": room,
-                              "tokenizer": hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest()},
-            }  # fmt: skip
-            folder = self.workdir / "teacher-generations" / key_digest(key)[:16]
-            def answer() -> tuple[list[str], dict[str, int]]:
-                return cached_generate(generate, prompts, folder, batch_size=self.recipe.data.eval_batch_size,
-                                       progress=self.progress, description="teacher answers (sequence-level KD)", key=key)
-
-            if self.dist.is_main:  # rank 0 generates; the others read its files
-                answers, counts = answer()
-            self.dist.barrier()
-            if not self.dist.is_main:
-                answers, counts = answer()
+            assert isinstance(data, TextBundle) and data.options is not None and data.options.target is not None
+            answers, counts, folder, max_new = self._teacher_generations(data)
             self._teacher_answers = with_training_targets(data, answers)
-            references = [tokenizer.decode(ids) for ids in tokenizer.encode([str(r[options.target]) for r in data.rows["train"]], special_tokens=False)]
+            tokenizer = data._tokenizer
+            references = [tokenizer.decode(ids) for ids in tokenizer.encode([str(r[data.options.target]) for r in data.rows["train"]], special_tokens=False)]
             record = TeacherTargets(
                 folder=str(folder.relative_to(self.workdir)), bytes=sum(f.stat().st_size for f in folder.iterdir()),
                 replaced=len(answers), differing=sum(a != r for a, r in zip(answers, references)),
@@ -356,6 +325,46 @@ class Run:
             self.artefacts = self.artefacts.merged(targets)  # kept with the checkpoint
             self.report.apply(targets)
         return self._teacher_answers
+
+    def _teacher_generations(self, data: TextBundle) -> tuple[list[str], dict[str, int], Path, int]:
+        """The teacher's greedy answer (text) to each training prompt, generated in batches once per (teacher
+        weights, tokenizer, prompts, limits) into `<workdir>/teacher-generations/<key>/` and reused by later
+        phases and resumed runs; with the cache's counts, its folder and the answers' token limit. Answers get
+        at most as many tokens as the longest training target (within max_length); a causal prompt too long
+        for the rest gives way from its start, as the data's prompts do."""
+        assert data.options is not None
+        options, tokenizer = data.options, data._tokenizer
+        assert tokenizer.eos_id is not None, "generation data has an end token (checked when it is encoded)"
+        seq2seq = options.layout == "seq2seq"
+        longest = int((data.train.tensors[1] != IGNORE_INDEX).sum(dim=1).max())
+        max_new = max(1, min(longest, data.max_length - 1))
+        room = data.max_length - 1 if seq2seq else data.max_length - max_new  # prompt tokens the model can take
+
+        def encode(text: str) -> list[int]:
+            ids = tokenizer.encode([text], special_tokens=False)[0]
+            return ids[:room] if seq2seq else ids[-room:]
+
+        tokens = Tokens(encode=encode, decode=tokenizer.decode, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id,
+                        decoder_start_id=data.facts.decoder_start_id)
+        generate = greedy_generate_fn(self.teacher, tokens, "seq2seq" if seq2seq else "decoder", max_new_tokens=max_new)
+        prompts = [str(row[options.input]) for row in data.rows["train"]]
+        key = {
+            "format": CACHE_FORMAT, "teacher": module_digest(self.teacher), "data": text_digest(prompts),
+            "prompting": {"decoding": "greedy", "layout": options.layout, "max_new_tokens": max_new, "prompt_tokens": room,
+                          "tokenizer": hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest()},
+        }  # fmt: skip
+        folder = self.workdir / "teacher-generations" / key_digest(key)[:16]
+
+        def answer() -> tuple[list[str], dict[str, int]]:
+            return cached_generate(generate, prompts, folder, batch_size=self.recipe.data.eval_batch_size,
+                                   progress=self.progress, description="teacher answers (sequence-level KD)", key=key)
+
+        if self.dist.is_main:  # rank 0 generates; the others read its files
+            answers, counts = answer()
+        self.dist.barrier()
+        if not self.dist.is_main:
+            answers, counts = answer()
+        return answers, counts, folder, max_new
 
     def _teacher_data_key(self, *settings: Any) -> str:
         """A digest of the teacher's weights, the data and `settings`: the name of a cache of teacher outputs."""
@@ -519,7 +528,7 @@ class Run:
             if self.generates and (problems := self.recipe.methods_not_per_token()):  # a factory's text, which the recipe could not check
                 raise InputError(f"data.dataset: {data.dataset!r} gives generation text; " + "; ".join(problems))
             if (blocks := self.recipe.teacher_target_blocks()) and (problem := self.recipe.teacher_targets_problem(self.data.options)):
-                raise InputError(f"data.dataset: {data.dataset!r} gives text that {blocks[0]}.targets: teacher cannot use: it {problem}")
+                raise InputError(f"{blocks[0]}.targets: teacher {problem} (data.dataset {data.dataset!r})")
             # A seq2seq batch carries its decoder inputs behind the source, so one tensor is a whole model input.
             self.data = self.data.packed()
             # Text has no image views (the recipe refuses them): both models read the token batch as

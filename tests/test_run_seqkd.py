@@ -16,6 +16,7 @@ from rich.console import Console
 from edgekd.data.text import causal_prompts
 from edgekd.distill.sequence import greedy_generate_fn
 from edgekd.distill.stepbystep import Tokens
+from edgekd.errors import InputError
 from edgekd.recipe import Recipe
 from edgekd.run import Run
 
@@ -102,3 +103,13 @@ def test_teacher_targets_without_answers_to_replace_exit_2_from_validate(tmp_pat
     code, output = edgekd_cli(["validate", str(path)], capsys)
     assert_bad_input(code, output, named)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_factory_giving_text_without_generation_targets_is_refused_before_the_teacher_trains(tmp_path):
+    recipe = seqkd_recipe(tmp_path, "causal")
+    recipe["data"] = {"dataset": "tests.test_text_data:user_text_factory", "batch_size": 32}
+    recipe["teacher"]["model"] = "bert_s(dim=32, depth=2, heads=4, mlp_ratio=2)"
+    recipe["stages"] = [{"distill": {"epochs": 1}}]
+    with pytest.raises(InputError, match=r"distill\.targets: teacher replaces generation targets; this text data classifies"):
+        Run(Recipe.model_validate(recipe), quiet=True).execute()
+    assert not list((tmp_path / "run").glob("teacher-*.pt"))
