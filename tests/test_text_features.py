@@ -191,6 +191,15 @@ def test_a_pruned_text_student_recovers_with_hints_from_the_teacher_layers(tmp_p
     assert report["student"]["onnx"]["fp32"]["parity"]["agreement"] >= 0.999
 
 
+def test_a_pruned_causal_lm_recovers_with_hints_per_real_token(tmp_path):
+    hint = {"method": "hint", "student_layer": "decoder.blocks.1", "teacher_layer": "decoder.blocks.1"}
+    recipe = generate_recipe(tmp_path, stages=[
+        {"prune": {"target_macs": 0.6, "steps": 1, "hidden": True}, "recover": {"method": [{"method": "kd"}, hint], "epochs": 2}},
+    ])  # fmt: skip
+    (step,) = edgekd.compress(recipe, quiet=True).to_json()["steps"]
+    assert step["accuracy"] > step["accuracy_before_recovery"]  # token accuracy
+
+
 def test_a_hugging_face_vit_recovers_with_feature_matching(tmp_path, make_recipe):
     pytest.importorskip("transformers")
     vit = ("hf-config:vit(image_size=8, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2, "
