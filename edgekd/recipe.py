@@ -36,7 +36,6 @@ from edgekd.data.registry import DatasetName
 from edgekd.data.text import text_options
 from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
-from edgekd.distill.registry import methods
 from edgekd.errors import InputError, RecipeError, read_mapping_file
 from edgekd.records import GatesConfig
 from edgekd.registry import close_matches, names_user_code, refused_user_code, unknown_name, user_code_allowed
@@ -85,7 +84,8 @@ class RuntimeConfig(StrictModel):
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PLAN_ERROR = "edgekd_plan"  # a pydantic error type whose context carries finished problem lines
-TOKEN_METHODS = ("ce", "kd")  # the distillation methods defined per token, for generation data
+# The distillation methods defined per token, for generation data: soft targets, and hidden states per real token.
+TOKEN_METHODS = ("ce", "kd", "feature", "hint", "attention")
 
 
 @dataclass
@@ -197,13 +197,11 @@ class Recipe(StrictModel):
             problems.append("data.augment: the augmentations transform images; text data takes none (remove data.augment)")
         if options.task == "generate":
             problems += self.methods_not_per_token()
-        for where, block in self.distill_blocks():
-            for term in block.terms:
-                if methods.get(term.method).reads_features and term.method not in TOKEN_METHODS:
-                    problems.append(
-                        f"{where}.method: {term.method!r} reads intermediate features, which the runner does not tap in "
-                        "text models yet; use a method that reads logits (kd, ce, dml, multi-teacher, ta)"
-                    )
+        problems += [
+            f"{where}.method: 'cross-modal' needs the teacher and the student to read different views, and text has one; "
+            "use kd (the same soft targets from the one view)"
+            for where, block in self.distill_blocks() for term in block.terms if term.method == "cross-modal"
+        ]  # fmt: skip
         if problems:  # finished lines, each naming its field
             raise PydanticCustomError(PLAN_ERROR, "{count} problem(s) with text data", {"count": len(problems), "problems": problems})
         return self
@@ -247,7 +245,8 @@ class Recipe(StrictModel):
         """Problem lines, each naming its field, for distillation methods that generation data cannot use."""
         return [
             f"{where}.method: {term.method!r} is not defined per token; generation data distills with "
-            f"{' or '.join(TOKEN_METHODS)} (token-level KD: distill.divergence, beta, temperature)"
+            f"{', '.join(TOKEN_METHODS[:-1])} or {TOKEN_METHODS[-1]} (token-level KD: distill.divergence, beta, temperature; "
+            "feature methods: hidden states of real tokens)"
             for where, block in self.distill_blocks() for term in block.terms if term.method not in TOKEN_METHODS
         ]  # fmt: skip
 

@@ -574,6 +574,9 @@ class Run:
             model = build_model(spec, in_channels=sample.shape[1], num_classes=self.data.num_classes, image_size=sample.shape[-1])
         model = model.to(self.device)
         check_runs(model, sample, spec)
+        if role == "student" or spec == self.recipe.teacher.model and self.recipe.student.model == "teacher":
+            for planned in self.recipe.plan:  # the student's architecture: stage settings that name its modules
+                planned.stage.check_model(model, sample)
         return model
 
     def _initial_student(self) -> nn.Module:

@@ -151,6 +151,10 @@ class Stage:
     def num_steps(self) -> int:
         return 1
 
+    def check_model(self, model: nn.Module, example: Inputs) -> None:
+        """Refuse settings that do not fit the student's architecture (InputError naming the field),
+        called when the model is built, before it trains."""
+
     def batch_sizes(self) -> tuple[int, ...]:
         """The batch sizes a stage providing `latency` measures (gates may read only those)."""
         return ()

@@ -115,7 +115,7 @@ def test_a_model_output_image_classifier_runs_through_prune_qat_and_export(tmp_p
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"distill.method": [{"method": "kd"}, {"method": "attention", "pairs": [["blocks.0", "blocks.0"]]}]}, "distill.method"),
+        ({"distill.method": [{"method": "kd"}, {"method": "cross-modal"}]}, "distill.method"),
         ({"data.views": {"low": {"resize": 4}}}, "data.views"),
     ],
 )

@@ -3,11 +3,19 @@
 - `feature`: teacher/student layer pairs matched through a learned adapter (MSE or cosine);
 - `hint`: FitNets — a regressor maps the student's guided layer to the teacher's hint layer (L2),
   optionally with the paper's first stage that trains only up to the guided layer;
-- `attention`: attention transfer (Zagoruyko & Komodakis) — normalized spatial attention maps."""
+- `attention`: attention transfer (Zagoruyko & Komodakis) — normalized spatial attention maps.
+
+On transformers the layers give hidden states (batch, tokens, dim) — text encoders and decoders,
+ViT — and every loss is a mean over real tokens only: on text the batch's `attention_mask` says
+which are real (in an encoder-decoder, layers under a module named `decoder` follow the target
+tokens instead). The teacher's and the student's layers must see the same tokens (same tokenizer,
+same patches); their widths may differ (the adapter maps them). Attention transfer on tokens uses
+the same definition as on images with tokens in place of pixels: per token, the mean over the hidden
+dimension of |h|^p, normalized over the sequence — where the layer puts its activation energy."""
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +25,7 @@ from torch import nn
 from edgekd.distill.config import TermConfig
 from edgekd.distill.methods import Batch, Phase, Term, methods
 from edgekd.errors import InputError
+from edgekd.facts import IGNORE_INDEX
 
 LayerPair = tuple[str, str]
 
@@ -41,6 +50,32 @@ def resize_like(feature: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     if feature.shape[-2] >= reference.shape[-2]:
         return F.adaptive_avg_pool2d(feature, reference.shape[-2:])
     return F.interpolate(feature, size=reference.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def token_mask(batch: Batch, path: str, feature: torch.Tensor) -> torch.Tensor | None:
+    """Which of a hidden state's tokens are real, (batch, tokens) booleans; None where all are
+    (images, ViT patches, vectors)."""
+    inputs = batch.student_input
+    if feature.dim() != 3 or not isinstance(inputs, Mapping) or "attention_mask" not in inputs:
+        return None
+    if "decoder_input_ids" in inputs and "decoder" in path.split("."):
+        mask = batch.y != IGNORE_INDEX  # decoder position t is real where it predicts a real target token
+    else:
+        mask = inputs["attention_mask"].bool()
+    if mask.shape != feature.shape[:2]:
+        raise InputError(
+            f"layer {path!r} gives {feature.shape[1]} positions per sample where the batch has {mask.shape[-1]} tokens; "
+            "name a layer whose output is the hidden state (batch, tokens, dim)"
+        )
+    return mask
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of `values` (batch, tokens, …) over the real tokens only (all of them when mask is None)."""
+    if mask is None:
+        return values.mean()
+    real = values[mask]
+    return real.mean() if real.numel() else values.sum() * 0.0
 
 
 def make_adapter(student: torch.Tensor, teacher: torch.Tensor, pair: LayerPair, kernel: int = 1) -> nn.Module:
@@ -97,18 +132,22 @@ class FeatureMatching(Term):
             self.adapters.append(make_adapter(student, teacher, pair, self.adapter_kernel))
         self.adapters.to(self.phase.device)
 
-    def pair_loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def pair_loss(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """MSE, or cosine distance per sample — per token for hidden states."""
         if self.config.loss == "cosine":  # type: ignore[attr-defined]
+            if student.dim() == 3:
+                return masked_mean(1 - F.cosine_similarity(student, teacher, dim=2), mask)
             return (1 - F.cosine_similarity(student.flatten(1), teacher.flatten(1), dim=1)).mean()
-        return F.mse_loss(student, teacher)
+        return masked_mean((student - teacher).pow(2), mask)
 
-    def matched(self, batch: Batch) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def matched(self, batch: Batch) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         for adapter, (s_path, t_path) in zip(self.adapters, self.pairs):
             teacher = batch.teacher_feature(t_path)
-            yield resize_like(adapter(batch.student_feature(s_path)), teacher), teacher
+            student = resize_like(adapter(batch.student_feature(s_path)), teacher)
+            yield student, teacher, token_mask(batch, s_path, student)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        return sum(self.pair_loss(s, t) for s, t in self.matched(batch)) / len(self.pairs)  # type: ignore[return-value]
+        return sum(self.pair_loss(*matched) for matched in self.matched(batch)) / len(self.pairs)  # type: ignore[return-value]
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return self.adapters.parameters()
@@ -142,8 +181,8 @@ class FitNetsHint(FeatureMatching):
         phase.teacher_taps.append(config.teacher_layer)
         self.adapters = nn.ModuleList()
 
-    def pair_loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return 0.5 * F.mse_loss(student, teacher)
+    def pair_loss(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return 0.5 * masked_mean((student - teacher).pow(2), mask)
 
     def pretrain_epochs(self) -> int:
         return self.config.stage1_epochs  # type: ignore[attr-defined]
@@ -156,11 +195,17 @@ class AttentionConfig(PairsConfig):
     p: float = Field(2.0, gt=0)
 
 
-def attention_map(feature: torch.Tensor, p: float) -> torch.Tensor:
-    """Spatial attention: mean over channels of |A|^p, flattened and L2-normalized per sample."""
-    if feature.dim() != 4:
-        raise InputError(f"attention transfer needs (B, C, H, W) feature maps, got shape {tuple(feature.shape)}")
-    return F.normalize(feature.abs().pow(p).mean(1).flatten(1), dim=1)
+def attention_map(feature: torch.Tensor, p: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Spatial attention: mean over channels of |A|^p, flattened and L2-normalized per sample.
+    For hidden states (B, T, D) the tokens are the positions: mean over D, padding tokens left out."""
+    if feature.dim() == 4:
+        return F.normalize(feature.abs().pow(p).mean(1).flatten(1), dim=1)
+    if feature.dim() == 3:
+        energy = feature.abs().pow(p).mean(2)
+        return F.normalize(energy if mask is None else energy * mask, dim=1)
+    raise InputError(
+        f"attention transfer needs (B, C, H, W) feature maps or (B, tokens, dim) hidden states, got shape {tuple(feature.shape)}"
+    )
 
 
 @methods.register(name="attention")
@@ -178,11 +223,22 @@ class AttentionTransfer(Term):
         phase.student_taps += [s for s, _ in config.pairs]
         phase.teacher_taps += [t for _, t in config.pairs]
 
+    def setup(self, probe: Batch) -> None:
+        for s_path, t_path in self.config.pairs:  # type: ignore[attr-defined]
+            student, teacher = probe.student_feature(s_path), probe.teacher_feature(t_path)
+            if student.dim() != teacher.dim() or (student.dim() == 3 and student.shape[1] != teacher.shape[1]):
+                raise InputError(
+                    f"attention transfer: layers {s_path!r} (student, {tuple(student.shape[1:])}) and {t_path!r} (teacher, "
+                    f"{tuple(teacher.shape[1:])}) do not cover the same positions; pick layers of the same kind and token count"
+                )
+            attention_map(student, 1.0)  # refuses a shape it has no positions in
+
     def loss(self, batch: Batch) -> torch.Tensor:
         total = 0.0
         for s_path, t_path in self.config.pairs:  # type: ignore[attr-defined]
             teacher = batch.teacher_feature(t_path)
             student = resize_like(batch.student_feature(s_path), teacher)
-            p = self.config.p  # type: ignore[attr-defined]
-            total = total + (attention_map(student, p) - attention_map(teacher, p)).pow(2).mean()
+            p, mask = self.config.p, token_mask(batch, s_path, student)  # type: ignore[attr-defined]
+            gap = (attention_map(student, p, mask) - attention_map(teacher, p, mask)).pow(2)
+            total = total + masked_mean(gap, mask)
         return total / 2  # type: ignore[return-value]

@@ -19,10 +19,12 @@ from torch import nn
 
 from edgekd.distill.config import TeacherConfig, TermConfig
 from edgekd.distill.losses import kd_loss
+from edgekd.distill.features import token_mask
 from edgekd.distill.methods import Batch, Phase, ResponseKD, Term, methods
 from edgekd.distill.taps import classifier_path
 from edgekd.errors import InputError
 from edgekd.models.spec import ModelSpec
+from edgekd.outputs import logits_of, run_model
 
 
 def soft_kl(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -67,7 +69,7 @@ class MutualLearning(Term):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         config, settings = self.config, self.phase.config
-        logits = [batch.student_logits] + [peer(batch.student_input) for peer in self.peers]
+        logits = [batch.student_logits] + [logits_of(run_model(peer, batch.student_input)) for peer in self.peers]
         probs = [F.softmax(z.detach() / settings.temperature, dim=1) for z in logits]
         total = 0.0
         for index, z in enumerate(logits):
@@ -113,9 +115,9 @@ class AuxiliaryHead(nn.Module):
             self.bottleneck = nn.Sequential(nn.Linear(feature.shape[-1], width), nn.ReLU())
         self.classifier = nn.Linear(width, classes)
 
-    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if feature.dim() == 3:
-            feature = feature.mean(1)
+    def forward(self, feature: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if feature.dim() == 3:  # the mean over tokens (the real ones, where a mask says which)
+            feature = feature.mean(1) if mask is None else (feature * mask.unsqueeze(2)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         embedded = self.bottleneck(feature)
         return embedded, self.classifier(embedded)
 
@@ -150,7 +152,8 @@ class SelfDistillation(Term):
         deepest_feature = batch.student_feature_input(self.deepest).detach().flatten(1)
         total = 0.0
         for head, path in zip(self.heads, config.heads):  # type: ignore[attr-defined]
-            embedded, logits = head(batch.student_feature(path))
+            feature = batch.student_feature(path)
+            embedded, logits = head(feature, token_mask(batch, path, feature))
             total = total + kd_loss(logits, deepest_logits, batch.y, settings.temperature, self.phase.alpha)
             total = total + config.feature_weight * F.mse_loss(embedded, deepest_feature)  # type: ignore[attr-defined]
         return total / len(self.heads)  # type: ignore[return-value]
@@ -190,7 +193,7 @@ class TeacherAssistant(ResponseKD):
 
     def target_logits(self, batch: Batch) -> torch.Tensor:
         with torch.no_grad():
-            return self.assistant(batch.teacher_input)
+            return logits_of(run_model(self.assistant, batch.teacher_input))
 
 
 class MultiTeacherConfig(TermConfig):
@@ -224,7 +227,7 @@ class MultiTeacher(Term):
     def target(self, batch: Batch) -> torch.Tensor:
         config, temperature = self.config, self.phase.config.temperature
         with torch.no_grad():
-            logits = torch.stack([t(batch.teacher_input) for t in self.teachers])  # (K, B, C)
+            logits = torch.stack([logits_of(run_model(t, batch.teacher_input)) for t in self.teachers])  # (K, B, C)
             probs = F.softmax(logits / temperature, dim=2)
             if config.weighting == "confidence":  # type: ignore[attr-defined]
                 losses = torch.stack([F.cross_entropy(z, batch.y, reduction="none") for z in logits])

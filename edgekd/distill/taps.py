@@ -1,8 +1,12 @@
-"""Read intermediate outputs of a model by module path, with hooks that never outlive a phase."""
+"""Read intermediate outputs of a model by module path, with hooks that never outlive a phase.
+
+A layer may return a tensor, or — Hugging Face attention modules and layers, T5 blocks — a tuple,
+a dict or a `ModelOutput` that holds it: the tap keeps the hidden state, (batch, tokens, dim) for
+a transformer, (batch, channels, height, width) for a convolution."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -42,8 +46,8 @@ class FeatureTaps:
                 self._handles.append(module.register_forward_hook(self._keep_output(path)))
 
     def _keep_output(self, path: str):
-        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            self.outputs[path] = output
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            self.outputs[path] = hidden_state(output, path)
 
         return hook
 
@@ -61,6 +65,26 @@ class FeatureTaps:
             handle.remove()
         self._handles.clear()
         self.outputs.clear()
+
+
+def hidden_state(output: Any, path: str) -> torch.Tensor:
+    """The tensor a layer computed: the output itself, a tuple's first element (the hidden state; the
+    rest are attention weights or caches), or a mapping's `last_hidden_state`/`hidden_states`.
+
+    >>> hidden_state((torch.zeros(2, 5, 8), None), "layer").shape
+    torch.Size([2, 5, 8])
+    """
+    found = output
+    if isinstance(found, (tuple, list)) and found:
+        found = found[0]
+    if isinstance(found, Mapping):  # a ModelOutput is a mapping of the fields that were set
+        found = next((found[k] for k in ("last_hidden_state", "hidden_states") if isinstance(found.get(k), torch.Tensor)), None)
+    if not isinstance(found, torch.Tensor):
+        raise InputError(
+            f"layer {path!r} returned {type(output).__name__}, which holds no hidden-state tensor: name a layer "
+            "that returns a tensor (or a tuple whose first element is one)"
+        )
+    return found
 
 
 def classifier_path(model: nn.Module) -> str:

@@ -122,10 +122,12 @@ def _out_axis(layer: nn.Module) -> int:
     return 1 if hasattr(layer, "nf") else 0
 
 
-def find_attention(model: nn.Module, example_input: Inputs, declared: dict[str, str]) -> list[AttentionUnit]:
+def find_attention(
+    model: nn.Module, example_input: Inputs, declared: dict[str, str], field: str = "prune.attention_heads"
+) -> list[AttentionUnit]:
     """Every attention module whose heads can be removed: found by attribute name, or `declared`
-    (glob over module paths → the attribute holding the head count)."""
-    candidates = _candidates(model, declared)
+    (glob over module paths → the attribute holding the head count; errors name it as `field`)."""
+    candidates = _candidates(model, declared, field)
     if not candidates:
         return []
     events = _execution(model, example_input, [module for _, module, _ in candidates])
@@ -134,7 +136,7 @@ def find_attention(model: nn.Module, example_input: Inputs, declared: dict[str, 
         unit = _resolve(name, module, attribute, events)
         if unit is None and name in _declared_names(model, declared):
             raise InputError(
-                f"prune.attention_heads: module {name!r} ran no layers that split into {getattr(module, attribute)} heads "
+                f"{field}: module {name!r} ran no layers that split into {getattr(module, attribute)} heads "
                 "(projections whose width is a multiple of the head count, read by an output layer); "
                 "declare the module that holds q, k and v"
             )
@@ -148,7 +150,7 @@ def _declared_names(model: nn.Module, declared: dict[str, str]) -> set[str]:
     return {name for pattern in declared for name in names if fnmatch.fnmatchcase(name, pattern)}
 
 
-def _candidates(model: nn.Module, declared: dict[str, str]) -> list[tuple[str, nn.Module, str]]:
+def _candidates(model: nn.Module, declared: dict[str, str], field: str) -> list[tuple[str, nn.Module, str]]:
     """(path, module, head attribute) of declared modules and of modules with a known head attribute;
     a candidate inside another candidate wins (the innermost module holds the projections)."""
     modules = dict(model.named_modules())
@@ -158,7 +160,7 @@ def _candidates(model: nn.Module, declared: dict[str, str]) -> list[tuple[str, n
         matched = [name for name in paths if fnmatch.fnmatchcase(name, pattern)]
         if not matched:
             raise InputError(
-                f"prune.attention_heads: {pattern!r} matches no module of the model.{close_matches(pattern, paths)} "
+                f"{field}: {pattern!r} matches no module of the model.{close_matches(pattern, paths)} "
                 f"Module paths look like {', '.join(repr(p) for p in paths[:6])}, … (globs such as 'blocks.*.attn' work)."
             )
         for name in matched:
@@ -166,7 +168,7 @@ def _candidates(model: nn.Module, declared: dict[str, str]) -> list[tuple[str, n
             if not isinstance(value, int) or isinstance(value, bool):
                 ints = [k for k, v in vars(modules[name]).items() if type(v) is int and not k.startswith("_")]  # not bools
                 raise InputError(
-                    f"prune.attention_heads: module {name!r} ({type(modules[name]).__name__}) has no int attribute {attribute!r} "
+                    f"{field}: module {name!r} ({type(modules[name]).__name__}) has no int attribute {attribute!r} "
                     f"holding its head count: {unknown_name('int attribute', attribute, ints)}"
                 )
             found[name] = attribute

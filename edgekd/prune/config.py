@@ -39,7 +39,8 @@ class PruneConfig(StrictModel):
     Transformers (models with attention modules) lose whole heads (`heads`), MLP widths and,
     with `hidden`, their hidden size (edgekd.prune.transformer). `attention_heads` declares
     attention modules whose head count is in an attribute edgekd does not know:
-    `{"blocks.*.attn": "heads"}` (module path glob → attribute, updated after pruning)."""
+    `{"blocks.*.attn": "heads"}` (module path glob → int attribute, updated after pruning); the
+    runner checks it on the student's architecture when that is built, before it trains."""
 
     ratio: float | None = Field(None, gt=0, lt=1)
     target_macs: float | None = Field(None, gt=0, lt=1)

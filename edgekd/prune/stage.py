@@ -22,6 +22,8 @@ import torch
 
 from edgekd.config import StrictModel
 from edgekd.errors import InputError
+from edgekd.outputs import Inputs
+from edgekd.prune.attention import find_attention
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.importances import importances
 from edgekd.prune.pruner import ChannelPruner, aim_for_step
@@ -50,6 +52,11 @@ class PruneStage(Stage):
 
     def num_steps(self) -> int:
         return self.config.steps
+
+    def check_model(self, model: torch.nn.Module, example: Inputs) -> None:
+        """Declared attention modules must exist and hold their head count in an int attribute."""
+        if self.config.attention_heads:
+            find_attention(model, example, self.config.attention_heads, f"stages[{self.index}].prune.attention_heads")
 
     def apply(self, ctx: StageContext, step: int) -> StepResult:
         if step == 1 and self.config.sparsity:
