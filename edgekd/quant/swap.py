@@ -49,12 +49,28 @@ from edgekd.quant.graph import SCHEDULE_NAME, QuantSchedule, calibrate, quant_sc
 from edgekd.quant.modules import QuantLayer, linear_layer_types
 from edgekd.quant.profiles import QuantProfile
 
-__all__ = ["INT4_PROFILE", "calibrate", "insert_int4_weights", "insert_linear_fake_quant", "strip_fake_quant"]
+__all__ = ["INT4_PROFILE", "calibrate", "insert_int4_weights", "insert_linear_fake_quant", "int4_settings", "strip_fake_quant"]
 
 # The schedule's profile name for int4 weight-only models (not an int8 target profile).
 INT4_PROFILE = "int4-weight-only"
 # ONNX Runtime's MatMulNBits takes power-of-two blocks of at least 16 values.
 MIN_BLOCK_SIZE = 16
+# MatMulNBits' accuracy_level: the compute type of its activations — 0 unset (float), 1 fp32, 2 fp16, 3 bf16, 4 int8.
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)
+
+
+class Int4Schedule(QuantSchedule):
+    """The schedule of an int4 weight-only model, which also carries how it deploys: its block size and
+    the compute type (`accuracy_level`) its exported MatMulNBits nodes ask ONNX Runtime for."""
+
+    def __init__(self, block_size: int, accuracy_level: int):
+        # Weight scales never freeze: each training step re-reads the weights' block ranges.
+        super().__init__(INT4_PROFILE, batches_per_epoch=1, freeze_observers_epoch=2**62, freeze_bn_epoch=2**62)
+        self.block_size = block_size
+        self.accuracy_level = accuracy_level
+
+    def extra_repr(self) -> str:
+        return f"block_size={self.block_size}, accuracy_level={self.accuracy_level}"
 
 
 def insert_linear_fake_quant(
@@ -81,18 +97,28 @@ def insert_linear_fake_quant(
     return _swapped(model, swap, schedule, skip)
 
 
-def insert_int4_weights(model: nn.Module, *, block_size: int = 32, skip: Sequence[str] = ()) -> nn.Module:
+def insert_int4_weights(model: nn.Module, *, block_size: int = 32, accuracy_level: int = 0, skip: Sequence[str] = ()) -> nn.Module:
     """A copy of `model` whose Linear weights are rounded to block-wise int4 (blocks of
-    `block_size` input features per output channel); activations stay float."""
+    `block_size` input features per output channel); activations stay float. `accuracy_level`
+    only travels to the export (`int4_settings`): training computes in float whatever it is."""
     if block_size < MIN_BLOCK_SIZE or block_size & (block_size - 1):
         raise InputError(f"int4 block_size must be a power of two ≥ {MIN_BLOCK_SIZE} (ONNX Runtime's MatMulNBits), got {block_size}")
+    if accuracy_level not in ACCURACY_LEVELS:
+        raise InputError(f"int4 accuracy_level must be one of {ACCURACY_LEVELS} (ONNX Runtime's MatMulNBits), got {accuracy_level}")
 
     def swap(layer: nn.Module) -> QuantLayer:
         return QuantLayer.from_float(layer, weight_dtype="int4", block_size=block_size)
 
-    # Weight scales never freeze: each training step re-reads the weights' block ranges.
-    schedule = QuantSchedule(INT4_PROFILE, batches_per_epoch=1, freeze_observers_epoch=2**62, freeze_bn_epoch=2**62)
-    return _swapped(model, swap, schedule, skip)
+    return _swapped(model, swap, Int4Schedule(block_size, accuracy_level), skip)
+
+
+def int4_settings(model: nn.Module) -> dict[str, int]:
+    """An int4 weight-only model's deployment settings ({} for any other model): `int4_block_size`
+    and `int4_accuracy_level`, as the step record and the exported file's metadata hold them."""
+    schedule = quant_schedule(model)
+    if not isinstance(schedule, Int4Schedule):
+        return {}
+    return {"int4_block_size": schedule.block_size, "int4_accuracy_level": schedule.accuracy_level}
 
 
 def _swapped(model: nn.Module, swap, schedule: QuantSchedule, skip: Sequence[str]) -> nn.Module:  # type: ignore[no-untyped-def]
