@@ -5,10 +5,12 @@ stops at their forward()).
 Every Linear (and Hugging Face Conv1D) becomes a `QuantLayer` — the same wrapper and the
 same FakeQuantize the fx path uses — carrying its own input quantizer:
 
-* int8 (`insert_linear_fake_quant`, both profiles): per-channel int8 weights, and the input
-  quantized per tensor in the profile's activation type (uint8 for ort-x86, symmetric int8 for
-  tensorrt). Exported, each Linear reads DequantizeLinear on both inputs, which ONNX Runtime
-  fuses into integer MatMul kernels and TensorRT runs in int8. Outputs are not requantized
+* int8 (`insert_linear_fake_quant`, both profiles): per-channel int8 weights (on the output
+  features: axis 1 of the (K, N) weight MatMul reads), and the input quantized per tensor in the
+  profile's activation type (uint8 for ort-x86, symmetric int8 for tensorrt). Convolutions are
+  swapped alike (a ViT's patch embedding, a ConvNeXt's stem, downsampling and depthwise convs).
+  Exported, each layer reads DequantizeLinear on both inputs, which ONNX Runtime fuses into
+  integer MatMul/Conv kernels and TensorRT runs in int8. Outputs are not requantized
   (`requantize_outputs` does not apply): a Linear's output feeds LayerNorm, GELU, Softmax or a
   residual Add, which neither runtime runs on integers in these graphs.
 * int4 weight-only (`insert_int4_weights`): block-wise symmetric int4 weights (ONNX Runtime's
@@ -46,13 +48,14 @@ from torch import nn
 from edgekd.errors import InputError
 from edgekd.quant.fake_quant import Calibration, FakeQuantize, QuantScheme
 from edgekd.quant.graph import SCHEDULE_NAME, QuantSchedule, calibrate, quant_schedule
-from edgekd.quant.modules import QuantLayer, linear_layer_types
+from edgekd.quant.modules import WEIGHTED_LAYERS, QuantLayer, linear_layer_types
 from edgekd.quant.profiles import QuantProfile
 
 __all__ = ["INT4_PROFILE", "calibrate", "insert_int4_weights", "insert_linear_fake_quant", "int4_settings", "strip_fake_quant"]
 
 # The schedule's profile name for int4 weight-only models (not an int8 target profile).
 INT4_PROFILE = "int4-weight-only"
+CONVOLUTIONS = tuple(t for t in WEIGHTED_LAYERS if t is not nn.Linear)
 # ONNX Runtime's MatMulNBits takes power-of-two blocks of at least 16 values.
 MIN_BLOCK_SIZE = 16
 # MatMulNBits' accuracy_level: the compute type of its activations — 0 unset (float), 1 fp32, 2 fp16, 3 bf16, 4 int8.
@@ -84,7 +87,7 @@ def insert_linear_fake_quant(
     freeze_observers_epoch: int = 1,
     skip: Sequence[str] = (),
 ) -> nn.Module:
-    """A copy of `model` whose Linear layers compute in int8 as `profile`'s runtime will;
+    """A copy of `model` whose Linear and Conv layers compute in int8 as `profile`'s runtime will;
     layers whose qualified name matches a `skip` pattern stay float. Needs `calibrate` next."""
 
     def swap(layer: nn.Module) -> QuantLayer:
@@ -94,7 +97,7 @@ def insert_linear_fake_quant(
 
     # BatchNorm never sits in these layers' paths, so the BN freeze epoch does not matter here.
     schedule = QuantSchedule(profile.name, batches_per_epoch, freeze_observers_epoch, freeze_bn_epoch=0)
-    return _swapped(model, swap, schedule, skip)
+    return _swapped(model, swap, schedule, skip, convolutions=True)
 
 
 def insert_int4_weights(model: nn.Module, *, block_size: int = 32, accuracy_level: int = 0, skip: Sequence[str] = ()) -> nn.Module:
@@ -121,11 +124,11 @@ def int4_settings(model: nn.Module) -> dict[str, int]:
     return {"int4_block_size": schedule.block_size, "int4_accuracy_level": schedule.accuracy_level}
 
 
-def _swapped(model: nn.Module, swap, schedule: QuantSchedule, skip: Sequence[str]) -> nn.Module:  # type: ignore[no-untyped-def]
+def _swapped(model: nn.Module, swap, schedule: QuantSchedule, skip: Sequence[str], convolutions: bool = False) -> nn.Module:  # type: ignore[no-untyped-def]
     if quant_schedule(model) is not None:
         raise InputError("the model is already quantized; quantize the float model once")
     quantized = copy.deepcopy(model)
-    names = [name for name in swappable_layers(quantized) if not any(fnmatch.fnmatchcase(name, p) for p in skip)]
+    names = [name for name in swappable_layers(quantized, convolutions) if not any(fnmatch.fnmatchcase(name, p) for p in skip)]
     if not names:
         raise InputError(f"nothing to quantize in {type(model).__name__}: no Linear layers outside skip={list(skip)}")
     for name in names:
@@ -136,16 +139,21 @@ def _swapped(model: nn.Module, swap, schedule: QuantSchedule, skip: Sequence[str
     return quantized
 
 
-def swappable_layers(model: nn.Module) -> list[str]:
-    """Qualified names of the Linear/Conv1D layers that are called as modules. nn.MultiheadAttention
+def swappable_layers(model: nn.Module, convolutions: bool = False) -> list[str]:
+    """Qualified names of the Linear/Conv1D layers (and with `convolutions` the convs but grouped
+    ConvTransposes, which have no single per-channel axis) that are called as modules. nn.MultiheadAttention
     computes with its out_proj's weight directly, so that one stays float (as on the fx path)."""
-    layer_types = linear_layer_types()
+    layer_types = linear_layer_types() + (CONVOLUTIONS if convolutions else ())
     inside_attention = {
         f"{name}.{child}" if name else child
         for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)
         for child, _ in module.named_children()
     }  # fmt: skip
-    return [name for name, module in model.named_modules() if isinstance(module, layer_types) and name not in inside_attention]
+    return [
+        name for name, module in model.named_modules()
+        if isinstance(module, layer_types) and name not in inside_attention
+        and not (isinstance(module, nn.modules.conv._ConvTransposeNd) and module.groups != 1)
+    ]  # fmt: skip
 
 
 def strip_fake_quant(model: nn.Module) -> nn.Module:
