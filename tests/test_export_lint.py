@@ -300,7 +300,7 @@ def feeds_layernorm(graph: Graph, node: onnx.NodeProto) -> bool:
 # edit → (rule, severity): each finding names the node the edit broke.
 BREAKS = {
     "asymmetric activation": (asymmetric_activation, "nonzero-zero-point", "error"),
-    "one matmul input float": (one_matmul_input_float, "partially-quantized-matmul", "error"),
+    "one matmul input float": (one_matmul_input_float, "partially-quantized", "error"),
     "wrong weight axis": (weight_scales_on_input_features, "per-channel-axis", "error"),
     "quantized softmax input": (quantize_into("Softmax"), "quantized-softmax-input", "warning"),
     "quantized layernorm input": (quantize_into("LayerNormalization"), "quantized-layernorm-input", "warning"),

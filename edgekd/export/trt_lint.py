@@ -14,7 +14,7 @@ attention scores' outliers are what int8 clips), and a transformer's residual Ad
 float residual stream, which TensorRT fuses into the preceding GEMM's epilogue. ONNX Runtime
 contrib ops (MatMulNBits for int4 weights) are errors: TensorRT cannot parse them.
 
-Errors are what TensorRT rejects, or int8 the graph asks for and TensorRT cannot give (a matmul
+Errors are what TensorRT rejects, or int8 the graph asks for and TensorRT cannot give (a layer
 quantized on one input only runs in float, paying for the Q/DQ); warnings are what it runs in
 higher precision or with extra reformatting (slowly).
 
@@ -28,9 +28,12 @@ Every finding names its node and rule:
 ...     "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
 ...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
 ...     [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z")])
->>> sorted({(f.rule, f.node) for f in lint_tensorrt(helper.make_model(graph))})
-[('nonzero-zero-point', 'DequantizeLinear(y)'), ('nonzero-zero-point', 'QuantizeLinear(q)'),
- ('uint8-qdq', 'DequantizeLinear(y)'), ('uint8-qdq', 'QuantizeLinear(q)')]
+>>> for finding in lint_tensorrt(helper.make_model(graph)):
+...     print(finding.severity, finding.rule, finding.node)
+error uint8-qdq QuantizeLinear(q)
+error nonzero-zero-point QuantizeLinear(q)
+error uint8-qdq DequantizeLinear(y)
+error nonzero-zero-point DequantizeLinear(y)
 """
 
 from __future__ import annotations
@@ -195,12 +198,12 @@ def _check_axis(model: _Model, node: onnx.NodeProto) -> list[Finding]:
 
 def _check_weighted(model: _Model, node: onnx.NodeProto) -> list[Finding]:
     quantized = [model.from_dq(name) for name in node.input[:2]]
-    if node.op_type in ("MatMul", "Gemm") and any(quantized) and not all(quantized):
+    if any(quantized) and not all(quantized):
         side = "weight" if quantized[0] else "input"
         return [Finding(
-            "error", "partially-quantized-matmul", _name(node),
-            f"only one input of {node.op_type} comes from DequantizeLinear (its {side} does not): TensorRT runs an int8 "
-            "matmul only when both inputs are quantized, so this one runs in float and the Q/DQ it has only loses precision",
+            "error", "partially-quantized", _name(node),
+            f"only one input of {node.op_type} comes from DequantizeLinear (its {side} does not): TensorRT runs a layer in "
+            "int8 only when its input and weight are both quantized, so this one runs in float and its Q/DQ only lose precision",
         )]  # fmt: skip
     if node.op_type == "MatMul" and not any(model.is_weight(name) for name in node.input[:2]):
         return []  # activation × activation (attention's QKᵀ and PV), both float: TensorRT runs it at the build's float precision
