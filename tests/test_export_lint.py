@@ -335,3 +335,20 @@ def test_a_quantizer_without_zero_point_is_uint8_for_tensorrt(gpt_s_file):
     quantize = graph.first("QuantizeLinear")
     del quantize.input[2]
     assert ("uint8-qdq", quantize.name) in {(f.rule, f.node) for f in lint_tensorrt(graph.proto)}
+
+
+def test_the_weight_axis_is_read_through_a_transpose(gpt_s_file):
+    """A (N, K) weight stored as Linear keeps it, transposed on its way to MatMul: its scales run along axis 0."""
+    graph = Graph(gpt_s_file)
+    matmul = graph.weighted_matmul(square=True)
+    dequantize = graph.producer[matmul.input[1]]
+    stored = graph.initializers[dequantize.input[0]]
+    stored.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(stored).T.copy(), stored.name))
+    axis = next(a for a in dequantize.attribute if a.name == "axis")
+    axis.i = 0
+    transpose = helper.make_node("Transpose", [dequantize.output[0]], ["weight_transposed"], name="weight_transpose", perm=[1, 0])
+    graph.proto.graph.node.insert(list(graph.proto.graph.node).index(matmul), transpose)
+    matmul.input[1] = "weight_transposed"
+    assert lint_tensorrt(graph.proto) == []
+    axis.i = 1
+    assert [(f.rule, f.node) for f in lint_tensorrt(graph.proto)] == [("per-channel-axis", dequantize.name)]
