@@ -113,7 +113,7 @@ def fake_quantize(model: nn.Module, config: QATConfig, batches_per_epoch: int, *
         return insert_linear_fake_quant(
             model, profiles.get(config.profile), batches_per_epoch=batches_per_epoch, calibration=config.calibration,
             percentile=config.percentile, learnable_scales=config.learnable_scales,
-            freeze_observers_epoch=config.observers_frozen_from,
+            freeze_observers_epoch=config.observers_frozen_from, freeze_bn_epoch=config.freeze_bn_epoch,
         )  # fmt: skip
     return insert_fake_quant(
         model,

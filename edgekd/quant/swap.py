@@ -85,18 +85,20 @@ def insert_linear_fake_quant(
     percentile: float = 99.99,
     learnable_scales: bool = False,
     freeze_observers_epoch: int = 1,
+    freeze_bn_epoch: int = 1,
     skip: Sequence[str] = (),
 ) -> nn.Module:
     """A copy of `model` whose Linear and Conv layers compute in int8 as `profile`'s runtime will;
-    layers whose qualified name matches a `skip` pattern stay float. Needs `calibrate` next."""
+    layers whose qualified name matches a `skip` pattern stay float. Needs `calibrate` next.
+    BatchNorm (a Hugging Face ResNet's; transformers have none) is not folded: its statistics
+    freeze after `freeze_bn_epoch` epochs."""
 
     def swap(layer: nn.Module) -> QuantLayer:
         scheme = QuantScheme(profile.activation_dtype)
         input_fq = FakeQuantize(scheme, calibration=calibration, percentile=percentile, learnable=learnable_scales)
         return QuantLayer.from_float(layer, learnable=learnable_scales, input_fq=input_fq.to(layer.weight.device))
 
-    # BatchNorm never sits in these layers' paths, so the BN freeze epoch does not matter here.
-    schedule = QuantSchedule(profile.name, batches_per_epoch, freeze_observers_epoch, freeze_bn_epoch=0)
+    schedule = QuantSchedule(profile.name, batches_per_epoch, freeze_observers_epoch, freeze_bn_epoch)
     return _swapped(model, swap, schedule, skip, convolutions=True)
 
 
