@@ -238,11 +238,14 @@ def _check_add(model: _Model, node: onnx.NodeProto) -> list[Finding]:
 
 def _feeds(model: _Model, name: str, op_type: str) -> bool:
     """Whether tensor `name` reaches an `op_type` node directly, through data movement, or through further Adds."""
-    for consumer, _ in model.consumers.get(name, []):
-        if consumer.op_type == op_type:
-            return True
-        if consumer.op_type in COMMUTING_OPS + ("Add",) and _feeds(model, consumer.output[0], op_type):
-            return True
+    pending, seen = [name], {name}
+    while pending:
+        for consumer, _ in model.consumers.get(pending.pop(), []):
+            if consumer.op_type == op_type:
+                return True
+            if consumer.op_type in COMMUTING_OPS + ("Add",) and consumer.output[0] not in seen:
+                seen.add(consumer.output[0])
+                pending.append(consumer.output[0])
     return False
 
 
