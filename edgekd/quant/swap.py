@@ -7,10 +7,12 @@ same FakeQuantize the fx path uses — carrying its own input quantizer:
 
 * int8 (`insert_linear_fake_quant`, both profiles): per-channel int8 weights (on the output
   features: axis 1 of the (K, N) weight MatMul reads), and the input quantized per tensor in the
-  profile's activation type (uint8 for ort-x86, symmetric int8 for tensorrt). Convolutions are
-  swapped alike (a ViT's patch embedding, a ConvNeXt's stem, downsampling and depthwise convs).
-  Exported, each layer reads DequantizeLinear on both inputs, which ONNX Runtime fuses into
-  integer MatMul/Conv kernels and TensorRT runs in int8. Outputs are not requantized
+  profile's activation type (uint8 for ort-x86, symmetric int8 for tensorrt). For tensorrt,
+  convolutions are swapped alike (a ViT's patch embedding, a ConvNeXt's stem, downsampling and
+  depthwise convs); ONNX Runtime's integer conv (QLinearConv) also needs its output requantized,
+  which this path does not do, so for ort-x86 they stay float. Exported, each layer reads
+  DequantizeLinear on both inputs, which ONNX Runtime fuses into integer MatMul kernels
+  (MatMulIntegerToFloat) and TensorRT runs in int8. Outputs are not requantized
   (`requantize_outputs` does not apply): a Linear's output feeds LayerNorm, GELU, Softmax or a
   residual Add, which neither runtime runs on integers in these graphs.
 * int4 weight-only (`insert_int4_weights`): block-wise symmetric int4 weights (ONNX Runtime's
@@ -88,8 +90,9 @@ def insert_linear_fake_quant(
     freeze_bn_epoch: int = 1,
     skip: Sequence[str] = (),
 ) -> nn.Module:
-    """A copy of `model` whose Linear and Conv layers compute in int8 as `profile`'s runtime will;
-    layers whose qualified name matches a `skip` pattern stay float. Needs `calibrate` next.
+    """A copy of `model` whose Linear layers (and for tensorrt its convs: module docstring) compute in
+    int8 as `profile`'s runtime will; layers whose qualified name matches a `skip` pattern stay float.
+    Needs `calibrate` next.
     BatchNorm (a Hugging Face ResNet's; transformers have none) is not folded: its statistics
     freeze after `freeze_bn_epoch` epochs."""
 
@@ -99,7 +102,7 @@ def insert_linear_fake_quant(
         return QuantLayer.from_float(layer, learnable=learnable_scales, input_fq=input_fq.to(layer.weight.device))
 
     schedule = QuantSchedule(profile.name, batches_per_epoch, freeze_observers_epoch, freeze_bn_epoch)
-    return _swapped(model, swap, schedule, skip, convolutions=True)
+    return _swapped(model, swap, schedule, skip, convolutions=not profile.requantize_outputs)
 
 
 def insert_int4_weights(model: nn.Module, *, block_size: int = 32, accuracy_level: int = 0, skip: Sequence[str] = ()) -> nn.Module:
