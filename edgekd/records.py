@@ -148,6 +148,7 @@ class StepRecord(ModelMetrics):
     omit_when_empty = frozenset({
         "seconds", "recovery_epochs", "recovery_seconds", "val_accuracy", "teacher_val_accuracy", "passes_teacher",
         "target", "target_metric", "prunable_channels", "int8", "quant_profile", "perplexity",
+        "int4_block_size", "int4_accuracy_level",
     })  # fmt: skip
 
     stage: str
@@ -166,6 +167,8 @@ class StepRecord(ModelMetrics):
     prunable_channels: int | None = Field(None, description="prune: channels left that pruning may remove")
     int8: bool | None = Field(None, description="qat: the student is quantized to int8 from this step on (false: int4 weight-only)")
     quant_profile: str | None = Field(None, description="qat: the quantization profile")
+    int4_block_size: int | None = Field(None, description="qat int4: input features per block of scales")
+    int4_accuracy_level: int | None = Field(None, description="qat int4: MatMulNBits' activation compute type (0 float … 4 int8)")
 
 
 class TeacherCache(Record):

@@ -157,3 +157,27 @@ def test_t5_reads_the_weight_dtype_of_a_swapped_layer():
     wo = quantized.get_submodule("encoder.block.0.layer.1.DenseReluDense.wo")
     assert isinstance(wo, QuantLayer) and wo.weight.dtype == torch.float32  # T5DenseActDense reads it
     assert isinstance(model, transformers.T5ForConditionalGeneration)
+
+
+@pytest.mark.parametrize("profile", profiles.names())
+def test_convolutions_are_swapped_where_the_runtime_runs_them_in_int8(profile, tmp_path):
+    """TensorRT runs a conv in int8 from DequantizeLinear inputs; ONNX Runtime's QLinearConv also needs the
+    output requantized, which module swap does not do, so there the convs stay float and no DequantizeLinear
+    is left in ONNX Runtime's optimized graph."""
+    from edgekd.export import export_onnx
+    from edgekd.export.runtime import optimized_op_counts
+    from edgekd.facts import DataFacts
+    from edgekd.models import build_model
+
+    torch.manual_seed(0)
+    spec = "hf-config:convnext(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, patch_size=2)"
+    model = build_model(spec, DataFacts(in_channels=1, num_classes=4, image_size=8)).eval()
+    images = torch.randn(16, 1, 8, 8)
+    quantized = insert_linear_fake_quant(model, profiles.get(profile), batches_per_epoch=1)
+    calibrate(quantized, [images])
+    layers = {type(m.layer).__name__ for m in quantized.modules() if isinstance(m, QuantLayer)}
+    assert layers == ({"Linear", "Conv2d"} if profile == "tensorrt" else {"Linear"})
+    export_onnx(quantized.eval(), tmp_path / "model.onnx", images[:2])
+    if profile == "ort-x86":
+        counts = optimized_op_counts(tmp_path / "model.onnx")
+        assert counts["DequantizeLinear"] == 0 and counts["MatMulIntegerToFloat"] == 4  # pwconv1 and pwconv2 of each block

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from onnx import helper
 import onnxruntime
 import pytest
 import torch
@@ -134,12 +135,13 @@ def test_the_classify_loss_takes_a_divergence_too():
 def test_int4_weight_only_decoder_exports_matmul_nbits_with_parity(tmp_path):
     stages = [
         {"prune": {"target_macs": 0.6, "steps": 1}},
-        {"qat": {"profile": "int4", "block_size": 16}, "recover": {"epochs": 1, "lr": 0.0005}},
+        {"qat": {"profile": "int4", "block_size": 16, "accuracy_level": 1}, "recover": {"epochs": 1, "lr": 0.0005}},
         {"export": {}},
     ]
     report = edgekd.compress(generate_recipe(tmp_path, stages=stages), quiet=True).to_json()
     qat = report["steps"][1]
     assert qat["quant_profile"] == "int4-weight-only" and qat["int8"] is False
+    assert qat["int4_block_size"] == 16 and qat["int4_accuracy_level"] == 1
     assert qat["size_bytes"] < report["steps"][0]["size_bytes"]  # half a byte per Linear weight; embeddings stay float
     int4 = report["student"]["onnx"]["int4"]
     assert int4["size_bytes"] < report["student"]["onnx"]["fp32"]["size_bytes"]
@@ -148,6 +150,8 @@ def test_int4_weight_only_decoder_exports_matmul_nbits_with_parity(tmp_path):
     ops = {node.op_type for node in model.graph.node}
     assert "MatMulNBits" in ops and "DequantizeLinear" not in ops
     assert {p.key: p.value for p in model.metadata_props}["quant_profile"] == "int4-weight-only"
+    attributes = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert {(a["accuracy_level"], a["block_size"]) for a in attributes} == {(1, 16)}  # the recipe's, on every node
 
 
 @pytest.mark.parametrize(
@@ -155,6 +159,8 @@ def test_int4_weight_only_decoder_exports_matmul_nbits_with_parity(tmp_path):
     [
         ({"profile": "int4", "block_size": 24}, "block_size"),
         ({"profile": "ort-x86", "block_size": 32}, "block_size"),
+        ({"profile": "int4", "accuracy_level": 5}, "accuracy_level"),
+        ({"profile": "tensorrt", "accuracy_level": 4}, "accuracy_level"),
         ({"profile": "int5"}, "profile"),
     ],
 )

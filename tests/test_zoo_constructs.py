@@ -12,6 +12,7 @@ from torch import nn
 
 from edgekd.errors import InputError
 from edgekd.export import export_onnx, lint_tensorrt, parity
+from edgekd.export.onnx_export import read_metadata
 from edgekd.prune import ChannelPruner, PruneConfig
 from edgekd.quant import QuantLayer, calibrate, insert_fake_quant, profiles
 
@@ -144,7 +145,7 @@ class ChannelsLastMLP(nn.Module):
         return self.head(x.mean((1, 2)))
 
 
-def test_linear_layers_on_channels_last_maps_read_int8_weights_through_their_transpose(tmp_path):
+def test_linear_layers_on_channels_last_maps_read_int8_weights_with_their_transpose_folded(tmp_path):
     torch.manual_seed(0)
     quantized = insert_fake_quant(ChannelsLastMLP().eval(), profiles.get("tensorrt"), batches_per_epoch=1)
     calibrate(quantized, [images(32, 2)])
@@ -153,8 +154,10 @@ def test_linear_layers_on_channels_last_maps_read_int8_weights_through_their_tra
     proto = onnx.load(path)
     matmuls = [node for node in proto.graph.node if node.op_type == "MatMul"]
     producers = {output: node.op_type for node in proto.graph.node for output in node.output}
-    assert len(matmuls) == 2 and all(producers[node.input[1]] == "Transpose" for node in matmuls)
-    assert lint_tensorrt(proto) == []  # TensorRT moves the weight's DequantizeLinear across the Transpose
+    # The exporter puts a Transpose between each weight and its MatMul; the export folds it into the int8 weight.
+    assert len(matmuls) == 2 and all(producers[node.input[1]] == "DequantizeLinear" for node in matmuls)
+    assert read_metadata(path)["transposes_folded"] == "2"
+    assert lint_tensorrt(proto) == []
 
 
 def test_a_channel_shuffle_is_refused_as_untraceable_by_torch_pruning():

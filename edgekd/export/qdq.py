@@ -145,9 +145,10 @@ def fold_weight_transposes(model: onnx.ModelProto) -> int:
 
 
 def finish_qdq(model: onnx.ModelProto, *, int32_bias: bool) -> dict[str, int]:
-    """All rewrites in order; returns how many weights and biases were converted."""
+    """All rewrites in order; returns how many weights, biases and weight transposes were converted."""
     bypass_constant_identities(model)
     report = {"int8_weights": fold_weight_quantization(model)}
     if int32_bias:
         report["int32_biases"] = quantize_biases(model)
+    report["transposes_folded"] = fold_weight_transposes(model)
     return report

@@ -47,12 +47,12 @@ from edgekd.errors import EdgekdError, InputError
 from edgekd.metrics import GenerationScores
 from edgekd.export.int4 import materialized_int4, replace_with_matmul_nbits
 from edgekd.export.onnx_export import save_checked
-from edgekd.export.qdq import finish_qdq, fold_weight_transposes
+from edgekd.export.qdq import finish_qdq
 from edgekd.export.runtime import session
 from edgekd.outputs import LogitsOnly
 from edgekd.quant.graph import quant_schedule
 from edgekd.quant.profiles import profiles
-from edgekd.quant.swap import INT4_PROFILE
+from edgekd.quant.swap import ACCURACY_LEVELS, INT4_PROFILE, int4_settings
 from edgekd.registry import unknown_name
 
 Family = Literal["encoder", "decoder", "seq2seq"]
@@ -63,7 +63,6 @@ FAMILY_INPUTS: dict[str, tuple[str, ...]] = {
     "seq2seq": (INPUT_IDS, ATTENTION_MASK, DECODER_INPUT_IDS),
 }
 DEFAULT_OPSET = 17
-INT4_ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits: unset, fp32, fp16, bf16, int8 compute
 
 
 @dataclass(frozen=True)
@@ -112,17 +111,18 @@ def export_sequence_model(
     tokens: SpecialTokens | None = None,
     example: Mapping[str, torch.Tensor] | None = None,
     opset: int = DEFAULT_OPSET,
-    int4_accuracy_level: int = 0,
+    int4_accuracy_level: int | None = None,
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write `model` to `path` as a checked ONNX file of its family (TorchScript exporter).
 
-    `int4_accuracy_level` is MatMulNBits' compute mode for int4 models: 0 computes in float, as
-    the model trained; 4 also quantizes activations to int8 inside the kernel, which training never
-    saw — faster at batch 1 on VNNI CPUs (bench/RESULTS.md), at some cost in parity."""
+    `int4_accuracy_level` is MatMulNBits' compute mode for int4 models, by default the one the
+    model was quantized with (`qat.accuracy_level`): 0 computes in float, as the model trained; 4
+    also quantizes activations to int8 inside the kernel, which training never saw — faster at
+    batch 1 on VNNI CPUs (bench/RESULTS.md), at some cost in parity."""
     path, family = Path(path), check_family(family)
-    if int4_accuracy_level not in INT4_ACCURACY_LEVELS:
-        raise InputError(f"int4 accuracy level must be one of {INT4_ACCURACY_LEVELS} (MatMulNBits), got {int4_accuracy_level}")
+    if int4_accuracy_level is not None and int4_accuracy_level not in ACCURACY_LEVELS:
+        raise InputError(f"int4 accuracy level must be one of {ACCURACY_LEVELS} (MatMulNBits), got {int4_accuracy_level}")
     names = FAMILY_INPUTS[family]
     example = dict(example) if example is not None else example_inputs(family)
     device = next(model.parameters()).device
@@ -132,11 +132,14 @@ def export_sequence_model(
     proto = _trace(LogitsOnly(traced_model, names), tuple(example[n].to(device) for n in names), names, family, opset)
     extra: dict[str, str] = {"exporter": "torchscript", "sequence_family": family, "inputs": ",".join(names)}
     if int4:
-        extra |= {"quant_profile": INT4_PROFILE, "int4_layers": str(replace_with_matmul_nbits(proto, packed, int4_accuracy_level))}
-        extra["int4_accuracy_level"] = str(int4_accuracy_level)
+        settings = int4_settings(model)
+        if int4_accuracy_level is not None:
+            settings["int4_accuracy_level"] = int4_accuracy_level
+        level = settings.get("int4_accuracy_level", 0)
+        extra |= {"quant_profile": INT4_PROFILE, "int4_layers": str(replace_with_matmul_nbits(proto, packed, level))}
+        extra |= {key: str(value) for key, value in settings.items()}
     elif schedule is not None:
         counts = finish_qdq(proto, int32_bias=profiles.get(schedule.profile).int32_bias)
-        counts["transposes_folded"] = fold_weight_transposes(proto)
         extra |= {"quant_profile": schedule.profile, **{k: str(v) for k, v in counts.items()}}
     save_checked(proto, path, {**extra, **(tokens.to_metadata() if tokens else {}), **(metadata or {})})
     return path

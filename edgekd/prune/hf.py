@@ -9,6 +9,12 @@ first (whose width is the intermediate size). Families whose config derives the
 head size from hidden_size / num_attention_heads (BERT, GPT-2) can only lose heads
 together with as many hidden channels (`ties_head_size`).
 
+ConvNeXt has no heads; its config holds one width per stage (`hidden_sizes`) and builds
+every block's MLP `mlp_ratio` = 4 times wider than its stage. So its stage widths — each
+stage's residual stream: stem or downsampling conv, depthwise convs, channel LayerNorms,
+layer scales, the MLPs' outputs — are torch-pruning's groups, and each MLP follows its
+stage to 4 × the new width, keeping its highest-ranked channels (`edgekd.prune.transformer`).
+
 GPT-2-style models use transformers' `Conv1D` (a Linear with a transposed weight);
 `Conv1DPruner` teaches torch-pruning its layout.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +38,15 @@ from edgekd.errors import InputError
 
 @dataclass(frozen=True)
 class Family:
-    """Where a family's config keeps each size. `head_dim` None: the head size is hidden / heads."""
+    """Where a family's config keeps each size. `head_dim` None: the head size is hidden / heads.
+    With `stage_widths`, the config lists one width per stage (module paths `….stages.N.…`) and every
+    MLP is `mlp_ratio` times as wide as its stage; `intermediate` is then None."""
 
-    intermediate: str
+    intermediate: str | None
     mlp: str  # glob over module paths: the MLP's first layer, whose output width is `intermediate`
     head_dim: str | None = None
+    stage_widths: str | None = None
+    mlp_ratio: int | None = None
 
 
 FAMILIES = {
@@ -44,7 +55,9 @@ FAMILIES = {
     "gpt2": Family(intermediate="n_inner", mlp="*.mlp.c_fc"),
     "t5": Family(intermediate="d_ff", mlp="*.DenseReluDense.wi*", head_dim="d_kv"),
     "vit": Family(intermediate="intermediate_size", mlp="*.mlp.fc1", head_dim="head_dim"),
+    "convnext": Family(intermediate=None, mlp="*.pwconv1", stage_widths="hidden_sizes", mlp_ratio=4),
 }
+STAGE = re.compile(r"(?:^|\.)stages\.(\d+)\.")
 
 
 def conv1d_type() -> type | None:
@@ -110,6 +123,31 @@ def mlp_layers(model: nn.Module) -> list[nn.Module]:
     return [module for name, module in model.named_modules() if fnmatch.fnmatchcase(name, family.mlp)]
 
 
+def mlp_follows_stage(model: nn.Module) -> bool:
+    """Whether the model's MLP widths follow its stage widths (ConvNeXt) instead of being pruned on their own."""
+    family = family_of(model)
+    return family is not None and family.mlp_ratio is not None
+
+
+def stage_mlp_width(model: nn.Module, layer: nn.Module) -> int:
+    """The width a follower MLP's first `layer` must have: `mlp_ratio` × its stage's (its input) width."""
+    family = family_of(model)
+    assert family is not None and family.mlp_ratio is not None
+    return family.mlp_ratio * in_width(layer)
+
+
+def stage_widths(model: nn.Module) -> list[int]:
+    """Each stage's width, read from its MLPs' input width, in stage order."""
+    widths: dict[int, set[int]] = {}
+    for name, module in model.named_modules():
+        match = STAGE.search(name)
+        if match and module in mlp_layers(model):
+            widths.setdefault(int(match.group(1)), set()).add(in_width(module))
+    if any(len(found) > 1 for found in widths.values()):
+        raise InputError(f"the pruned {model.config.model_type} has blocks of different widths within a stage: {widths}")
+    return [widths[stage].pop() for stage in sorted(widths)]
+
+
 def out_width(layer: nn.Module) -> int:
     return int(layer.nf) if hasattr(layer, "nf") else int(layer.weight.shape[0])
 
@@ -126,13 +164,16 @@ def sync_config(model: nn.Module, heads: int | None, head_dim: int | None, hidde
     if family is None:
         return
     config = model.config
+    if family.stage_widths is not None:
+        setattr(config, family.stage_widths, stage_widths(model))
+        return
     widths = {out_width(layer) for layer in mlp_layers(model)}
     if len(widths) > 1:
         raise InputError(
             f"the pruned {config.model_type} has MLP widths {sorted(widths)}, but its config holds one "
             "intermediate size: prune with global_pruning off so every layer keeps the same width"
         )
-    if widths:
+    if widths and family.intermediate is not None:
         setattr(config, family.intermediate, widths.pop())
     if heads is not None:
         config.num_attention_heads = heads
@@ -174,7 +215,9 @@ def size_fields(model: nn.Module) -> list[str]:
     family = family_of(model)
     if family is None:
         return []
-    return ["num_attention_heads", "hidden_size", family.intermediate, *([family.head_dim] if family.head_dim else [])]
+    if family.stage_widths is not None:
+        return [family.stage_widths]
+    return ["num_attention_heads", "hidden_size", *[f for f in (family.intermediate, family.head_dim) if f]]
 
 
 def config_sizes(model: nn.Module) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from edgekd.outputs import Inputs, flatten_tokens, logits_of, move_inputs, run_m
 from edgekd.prune.attention import find_attention
 from edgekd.prune.config import Metric, PruneConfig
 from edgekd.prune.graph import check_traced, head_groups, ignored_modules, output_width, probe, tracing, weighted_layers
-from edgekd.prune.hf import customized_pruners, family_of, is_hf_model, mlp_layers
+from edgekd.prune.hf import customized_pruners, family_of, is_hf_model, mlp_follows_stage, mlp_layers
 from edgekd.prune.importances import importances
 from edgekd.prune.transformer import TransformerSteps
 
@@ -86,7 +86,9 @@ class ChannelPruner:
         """Layers whose widths torch-pruning's schedule leaves alone: attention heads and residual streams
         (TransformerSteps prunes them) and, in a Hugging Face model, every width its config cannot hold."""
         left = self.transformer.ignored()
-        if family_of(self.model) is not None:
+        if mlp_follows_stage(self.model):  # ConvNeXt: stage widths on the schedule, the MLPs follow them
+            left += mlp_layers(self.model)
+        elif family_of(self.model) is not None:
             mlp, layer_types = set(mlp_layers(self.model)), weighted_layers()
             left += [m for m in self.model.modules() if isinstance(m, layer_types) and m not in mlp]
         return left

@@ -3,6 +3,7 @@ hidden size, on the channel pruner's schedule of 5% increments.
 
 - MLP widths (and any other width inside a block) are torch-pruning's ordinary channel
   groups. In a Hugging Face model only the MLP's are: its config has no field for others.
+  A ConvNeXt's MLPs follow their stage instead, to 4 × its width (edgekd.prune.hf).
 - Heads: at increment k every attention module keeps ⌈H·(1 − k/20)⌉ of its H heads
   (never fewer than one, nor below `max_layer_ratio`); the lowest-ranked go. Layers that
   share per-head tables lose the same heads.
@@ -29,7 +30,7 @@ from edgekd.errors import InputError
 from edgekd.prune.attention import AttentionUnit, HeadScore, tied_sets
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.graph import weighted_layers
-from edgekd.prune.hf import in_width, is_hf_model, mlp_layers, out_width, sync_config, ties_head_size
+from edgekd.prune.hf import in_width, is_hf_model, mlp_follows_stage, mlp_layers, out_width, stage_mlp_width, sync_config, ties_head_size
 
 # Attribute names of a hidden width some modules keep as numbers (GPT-2's embed_dim, T5's d_model).
 HIDDEN_ATTRIBUTES = ("embed_dim", "hidden_size", "d_model")
@@ -69,6 +70,8 @@ class TransformerSteps:
         self.tied: list[list[AttentionUnit]] = []
         self.residuals: list[Residual] = []
         self.followers: list[nn.Module] = []
+        self.stage_mlps = mlp_layers(model) if mlp_follows_stage(model) else []
+        self.names: dict[nn.Module, str] = {}
         self.graph: Any = None
         self.importance: Callable[[Any], torch.Tensor] | None = None
         if self.lockstep and config.hidden and not config.heads:
@@ -89,7 +92,7 @@ class TransformerSteps:
     def attach(self, graph: Any, importance: Callable[[Any], torch.Tensor], names: dict[nn.Module, str], kept: set[nn.Module]) -> None:
         """Read tied heads and residual streams from torch-pruning's dependency graph; `kept` layers
         (the classifier, prune.ignore) never lose output channels."""
-        self.graph, self.importance = graph, importance
+        self.graph, self.importance, self.names = graph, importance, names
         self.tied = tied_sets(self.units, self._coupled)
         if not self.prunes_hidden:
             return
@@ -142,6 +145,13 @@ class TransformerSteps:
         if self.prunes_hidden:
             for residual in self.residuals:
                 yield residual.name, partial(self._shrink_hidden, residual, step, increments)
+        for layer in self.stage_mlps:  # after torch-pruning's groups: the stage widths of this increment are set
+            yield self.names[layer], partial(self._follow_stage, layer)
+
+    def _follow_stage(self, layer: nn.Module) -> None:
+        surplus = out_width(layer) - stage_mlp_width(self.model, layer)
+        if surplus > 0:
+            self._prune_weakest(layer, surplus)
 
     def _remove_heads(self, tied: list[AttentionUnit], step: int, increments: int) -> None:
         first = tied[0]

@@ -7,7 +7,7 @@ are visible. One placement pass reads the profile:
 * Conv/Linear layers become `QuantLayer`s (int8 per-channel weights), the image stem
   included; `float_stem` makes the variant that ships the stem float (`stem_channels`).
 * The tensor input of every Conv/Gemm/MatMul is quantized; of an Add, the residual
-  input (TensorRT) or both inputs (ONNX Runtime); of pooling, with ONNX Runtime.
+  input of an Add after a Conv (TensorRT) or both inputs (ONNX Runtime); of pooling, with ONNX Runtime.
 * With `requantize_outputs` (ONNX Runtime) the output of every Conv/Gemm/MatMul/Add/
   pool/ReLU is quantized too — after the ReLU when one follows, since the runtime
   fuses it — except outputs that only leave the model (the logits stay float).
@@ -185,13 +185,18 @@ class _Placement:
         return [a for a in args if not self.is_quantized(a)]
 
     def residual_inputs(self, args: list[fx.Node]) -> list[fx.Node]:
-        """The Add inputs that do not come straight from a Conv (→ BN); the last one if all do."""
-        def from_weighted(node: fx.Node) -> bool:
+        """The Add inputs that do not come straight from a Conv (→ BN), so that the runtime fuses the Add
+        into that Conv; the last one if all do. None of an Add that follows no Conv: a transformer's
+        residual stream stays float (TensorRT adds it in the preceding GEMM's epilogue)."""
+        def from_conv(node: fx.Node) -> bool:
             if node.op == "call_module" and isinstance(self.modules[str(node.target)], _BatchNorm):
                 node = tensor_args(node)[0]
-            return node_kind(node, self.modules) == "weighted"
+            module = self.modules.get(str(node.target)) if node.op == "call_module" else None
+            return isinstance(module, QuantLayer) and isinstance(module.layer, nn.modules.conv._ConvNd)
 
-        residual = [a for a in args if not from_weighted(a)]
+        if not any(from_conv(a) for a in args):
+            return []
+        residual = [a for a in args if not from_conv(a)]
         return residual or args[-1:]
 
     def output_to_quantize(self, node: fx.Node, kind: str) -> bool:
@@ -288,7 +293,10 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor | Mapping[str, to
 
 
 def stem_layers(model: nn.Module, profile: QuantProfile) -> list[str]:
-    """Names of the quantized stem convs a float-stem export would ship float."""
+    """Names of the quantized stem convs a float-stem export would ship float (torch.fx models only:
+    a module-swapped one keeps its stem int8, as trained)."""
+    if not isinstance(model, fx.GraphModule):
+        return []
     return [name for name, m in model.named_modules() if isinstance(m, QuantLayer) and is_stem(m.layer, profile)]
 
 

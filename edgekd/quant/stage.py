@@ -26,7 +26,7 @@ from edgekd.config import StrictModel
 from edgekd.quant.graph import calibrate, insert_fake_quant, int8_size_bytes, quant_schedule, to_float
 from edgekd.quant.profiles import profiles
 from edgekd.errors import InputError
-from edgekd.quant.swap import INT4_PROFILE, insert_int4_weights, insert_linear_fake_quant, strip_fake_quant
+from edgekd.quant.swap import INT4_PROFILE, insert_int4_weights, int4_settings, insert_linear_fake_quant, strip_fake_quant
 from edgekd.stage import Stage, StageContext, StepResult, stages
 
 # `int4`: weight-only block-wise int4 for transformers (ONNX Runtime's MatMulNBits), beside the int8 profiles.
@@ -54,7 +54,11 @@ class QATConfig(StrictModel):
     profile `int4`: weight-only quantization of every Linear layer of a transformer to block-wise
       symmetric int4 (blocks of `block_size` input features, a power of two ≥ 16; default 32),
       activations float, exported as ONNX Runtime's MatMulNBits (`student.int4.onnx`). Nothing
-      calibrates: the weights' own block ranges are the scales, re-read in every training pass."""
+      calibrates: the weights' own block ranges are the scales, re-read in every training pass.
+      `accuracy_level` (int4 only) is MatMulNBits' compute type for the activations, written into the
+      exported nodes: 0 (default) unset, which ONNX Runtime runs in float as the model trained; 1 fp32,
+      2 fp16, 3 bf16, 4 int8 — activations quantized to int8 inside the kernel per block, faster at
+      batch 1 on CPUs with VNNI but never seen in training, so parity loosens (bench/RESULTS.md)."""
 
     profile: ProfileName = "ort-x86"
     calibration_batches: int = Field(32, ge=1)
@@ -64,11 +68,13 @@ class QATConfig(StrictModel):
     freeze_observers_epoch: int | None = Field(None, ge=0)
     freeze_bn_epoch: int = Field(1, ge=0)
     block_size: int | None = Field(None, ge=16)
+    accuracy_level: int | None = Field(None, ge=0, le=4)
 
     @model_validator(mode="after")
     def _block_size_for_int4(self) -> QATConfig:
-        if self.block_size is not None and self.profile != INT4:
-            raise ValueError(f"block_size sets int4 blocks; profile {self.profile!r} quantizes to int8 (use profile: int4, or remove block_size)")
+        for field, sets in (("block_size", "int4 blocks"), ("accuracy_level", "the int4 kernel's compute type")):
+            if getattr(self, field) is not None and self.profile != INT4:
+                raise ValueError(f"{field} sets {sets}; profile {self.profile!r} quantizes to int8 (use profile: int4, or remove {field})")
         if self.block_size is not None and self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size must be a power of two ≥ 16 (ONNX Runtime's MatMulNBits), got {self.block_size}")
         return self
@@ -102,12 +108,12 @@ def fake_quantize(model: nn.Module, config: QATConfig, batches_per_epoch: int, *
         if not module_swap:
             raise InputError("qat.profile: int4 is weight-only quantization of transformers' Linear layers (text models); "
                              "this model quantizes through a torch.fx graph, which int4 does not: use ort-x86 or tensorrt")
-        return insert_int4_weights(model, block_size=config.block_size or 32)
+        return insert_int4_weights(model, block_size=config.block_size or 32, accuracy_level=config.accuracy_level or 0)
     if module_swap:
         return insert_linear_fake_quant(
             model, profiles.get(config.profile), batches_per_epoch=batches_per_epoch, calibration=config.calibration,
             percentile=config.percentile, learnable_scales=config.learnable_scales,
-            freeze_observers_epoch=config.observers_frozen_from,
+            freeze_observers_epoch=config.observers_frozen_from, freeze_bn_epoch=config.freeze_bn_epoch,
         )  # fmt: skip
     return insert_fake_quant(
         model,
@@ -166,6 +172,7 @@ class QATStage(Stage):
             record={
                 "int8": self.config.profile != INT4,
                 "quant_profile": INT4_PROFILE if self.config.profile == INT4 else self.config.profile,
+                **(int4_settings(ctx.student) if self.config.profile == INT4 else {}),
                 "macs": counts["macs"],
                 "params": counts["params"],
                 "size_bytes": int8_size_bytes(ctx.student),
