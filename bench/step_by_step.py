@@ -17,8 +17,8 @@ constant-answer floor; small numbers keep the language, the steps and the ration
    - standard distillation on the teacher's labels;
    - step-by-step, rationale `separate` (the paper: two tasks, α = 0.5);
    - step-by-step, rationale `after_label` (Wadhwa et al., 2024: one target, label first);
-   - step-by-step, rationale `before_label` (chain of thought: at inference the student writes its
-     rationale, then the label, so it is the only one whose test-time output is longer).
+   - optional (`--methods ...,before`), step-by-step, rationale `before_label` (chain of thought: at
+     inference the student writes its rationale, then the label; it trains and answers about twice as slowly).
    Step-by-step uses the teacher's rationales with the labels of `--sbs-labels` (ground truth by
    default, the paper's comparison with fine-tuning).
 3. Every student is scored by exact match of the label on a held-out test split (the `predict:` task
@@ -31,6 +31,8 @@ constant-answer floor; small numbers keep the language, the steps and the ration
 
     PYTHONPATH=$PWD /work/bin/cpujob work python bench/step_by_step.py --probe   # teacher + one student of each kind
     PYTHONPATH=$PWD /work/bin/cpujob work python bench/step_by_step.py           # the run; writes results.json, RESULTS.md
+    # or the seeds as jobs side by side, then one job that merges, compresses and writes:
+    ... bench/step_by_step.py --only-seed 0 &  ... bench/step_by_step.py --only-seed 1; ... bench/step_by_step.py --merge
     PYTHONPATH=$PWD /work/bin/cpujob timing python bench/step_by_step.py --time  # tokens/s of the ONNX files; rewrites
     PYTHONPATH=$PWD python bench/step_by_step.py --write --notes FILE            # RESULTS.md from results.json + notes
 
@@ -97,15 +99,17 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--teacher", default="dim=128,depth=3,heads=4")
     parser.add_argument("--student", default="dim=64,depth=2,heads=4")
     parser.add_argument("--teacher-epochs", type=int, default=13)
-    parser.add_argument("--student-steps", type=int, default=600, help="optimizer steps of every student")
+    parser.add_argument("--student-steps", type=int, default=500, help="optimizer steps of every student")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"of {', '.join(METHODS)}")
+    parser.add_argument("--methods", default="label,distill,separate,after", help=f"of {', '.join(METHODS)}")
     parser.add_argument("--sbs-labels", choices=("ground_truth", "teacher"), default="ground_truth")
     parser.add_argument("--compress-epochs", type=int, default=1, help="recovery epochs of each compression step")
     parser.add_argument("--no-compress", action="store_true")
+    parser.add_argument("--only-seed", type=int, help="train the students of this seed only (jobs side by side), then --merge")
+    parser.add_argument("--merge", action="store_true", help="combine the --only-seed jobs of seeds 0..seeds-1, compress, write")
     parser.add_argument("--workdir", default="runs/step_by_step")
     parser.add_argument("--probe", action="store_true", help="train the teacher, time one student of each kind at 100%% and stop")
     parser.add_argument("--time", action="store_true", help="tokens/s of the exported files (run through cpujob timing)")
@@ -250,8 +254,9 @@ def compress_best(args, best: dict, teacher: dict, tokenizer, train, test, workd
     folder = workdir / "compress"
     data = folder / "data"
     config = method_config(args, best["key"])
-    by_input = {e.input: e for e in best["data"]}  # the labels the chosen student trained on
-    rows = [{"input": config.label_prefix + e.input, "target": (by_input.get(e.input) or e).label if config.label_source == "teacher" else e.label} for e in train]
+    # Every training input, with the label the chosen student trained on where it had one (teacher labels
+    # under standard distillation), else the ground truth.
+    rows = [{"input": config.label_prefix + e.input, "target": best["labels"].get(e.input, e.label)} for e in train]
     write_jsonl(data / "train.jsonl", rows)
     write_jsonl(data / "test.jsonl", [{"input": config.label_prefix + e.input, "target": e.label} for e in test])
     torch.save(best["model"].state_dict(), folder / "best_student.pt")
@@ -482,10 +487,48 @@ def main() -> None:
             em, seconds, _, _ = student_run(args, key, train, teacher_by_input, test, tokens, tokenizer, 0, before_tokens)
             print(f"probe {METHODS[key][0]}: EM {em:.3f}, {seconds:.0f} s training", flush=True)
         return
+    seeds = [args.only_seed] if args.only_seed is not None else list(range(args.seeds))
+    if not args.merge:
+        part = grid(args, seeds, fractions, methods, train, teacher_by_input, test, tokens, tokenizer, before_tokens, workdir)
+        part["seconds_total"] = time.perf_counter() - begun
+        (workdir / f"results-seeds-{'-'.join(map(str, seeds))}.json").write_text(json.dumps(part, indent=2))
+        if args.only_seed is not None:
+            return
+        parts = [part]
+    else:  # the per-seed jobs' results, run side by side with --only-seed
+        parts = [json.loads((workdir / f"results-seeds-{seed}.json").read_text()) for seed in seeds]
+    results = {key: {str(f): [v for p in parts for v in p["results"][key][str(f)]] for f in fractions} for key in methods}
+    seconds = {key: sum(p["seconds"][key] for p in parts) for key in methods}
+    best = max((p["best"] for p in parts), key=lambda b: b["em"])
+    student = model(sizes(args.student), tokenizer, 0)
+    student.load_state_dict(torch.load(best["weights"], weights_only=True))
+    record = {
+        "argv": sys.argv[1:], "machine": machine(), "date": stamp(), "args": vars(args), "fractions": fractions, "methods": methods,
+        "sizes": {"seed_set": len(seed_set), "train": len(train), "test": len(test)}, "vocab": tokenizer.vocab_size,
+        "floor": floor, "floor_answer": floor_answer, "results": results, "seconds": seconds,
+        "grid_minutes": [p["seconds_total"] / 60 for p in parts],
+        "student_params": sum(p.numel() for p in student.parameters()),
+        "question_tokens": round(statistics.mean(len(tokens.encode("predict: " + e.input)) + 1 for e in test)),
+        "teacher": {k: v for k, v in teacher.items() if k not in ("model", "labelled")}, "answer_tokens": statistics.mean(answer_tokens),
+    }
+    print(table(results, fractions, methods), flush=True)
+    if not args.no_compress:
+        best = {**best, "model": student}
+        record["compress"] = compress_best(args, best, teacher, tokenizer, train, test, workdir)
+        print(json.dumps({k: v for k, v in record["compress"].items() if k != "recipe"}, indent=1), flush=True)
+    record["total_seconds"] = time.perf_counter() - begun
+    (workdir / "results.json").write_text(json.dumps(record, indent=2))
+    if not args.no_write:
+        write(record, args.notes)
+
+
+def grid(args, seeds, fractions, methods, train, teacher_by_input, test, tokens, tokenizer, before_tokens, workdir: Path) -> dict:
+    """Every student of `seeds`; their exact matches, training seconds, and the best label-alone student
+    (its weights saved in the workdir, with the labels it trained on)."""
     results = {key: {str(f): [] for f in fractions} for key in methods}
     seconds = {key: 0.0 for key in methods}
     best: dict = {"em": -1.0}
-    for seed in range(args.seeds):
+    for seed in seeds:
         for fraction in fractions:
             examples = subset(train, fraction, seed)
             for key in methods:
@@ -494,25 +537,13 @@ def main() -> None:
                 results[key][str(fraction)].append(em)
                 seconds[key] += took
                 if key in LABEL_ALONE and student is not None and em > best["em"]:
-                    best = {"em": em, "key": key, "fraction": fraction, "seed": seed, "model": student, "data": data}
+                    weights = workdir / f"best-student-seed{seed}.pt"
+                    torch.save(student.state_dict(), weights)
+                    labels = {e.input: e.teacher_label if method_config(args, key).label_source == "teacher" else e.label for e in data}
+                    best = {"em": em, "key": key, "fraction": fraction, "seed": seed, "weights": str(weights), "labels": labels}
                 print(f"seed {seed} {fraction * 100:g}% {METHODS[key][0]}: EM {em:.3f} ({took:.0f} s training, "
                       f"{time.perf_counter() - started:.0f} s in all)", flush=True)  # fmt: skip
-    record = {
-        "argv": sys.argv[1:], "machine": machine(), "date": stamp(), "args": vars(args), "fractions": fractions, "methods": methods,
-        "sizes": {"seed_set": len(seed_set), "train": len(train), "test": len(test)}, "vocab": tokenizer.vocab_size,
-        "floor": floor, "floor_answer": floor_answer, "results": results, "seconds": seconds,
-        "student_params": sum(p.numel() for p in model(sizes(args.student), tokenizer, 0).parameters()),
-        "question_tokens": round(statistics.mean(len(tokens.encode("predict: " + e.input)) + 1 for e in test)),
-        "teacher": {k: v for k, v in teacher.items() if k not in ("model", "labelled")}, "answer_tokens": statistics.mean(answer_tokens),
-    }
-    print(table(results, fractions, methods), flush=True)
-    if not args.no_compress:
-        record["compress"] = compress_best(args, best, teacher, tokenizer, train, test, workdir)
-        print(json.dumps({k: v for k, v in record["compress"].items() if k != "recipe"}, indent=1), flush=True)
-    record["total_seconds"] = time.perf_counter() - begun
-    (workdir / "results.json").write_text(json.dumps(record, indent=2))
-    if not args.no_write:
-        write(record, args.notes)
+    return {"results": results, "seconds": seconds, "best": best}
 
 
 if __name__ == "__main__":
