@@ -156,25 +156,27 @@ def teacher_stage(args, seed_set, train, test, tokens, tokenizer, prompting, wor
     settings = {k: getattr(args, k) for k in ("max_value", "seed_set", "train", "test", "teacher", "teacher_epochs", "batch_size", "lr")}
     weights = workdir / f"teacher-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]}.pt"
     started = time.perf_counter()
+    log = weights.with_suffix(".json")  # how the cached teacher was made: its training and generation times
     if weights.exists():
         teacher.load_state_dict(torch.load(weights, weights_only=True))
-        trained, final_loss = None, None
+        made = json.loads(log.read_text()) if log.exists() else {}
     else:
         losses = train_prompted_teacher(
             teacher, seed_set, prompting, tokens, "seq2seq", epochs=args.teacher_epochs, batch_size=args.batch_size, lr=args.lr,
         )
         torch.save(teacher.state_dict(), weights)
-        trained, final_loss = time.perf_counter() - started, losses[-1]
+        made = {"train_seconds": time.perf_counter() - started, "final_loss": losses[-1]}
     generate = greedy_generate_fn(teacher, tokens, "seq2seq", max_new_tokens=prompting.max_new_tokens)
     started = time.perf_counter()
     cache = workdir / "generations"
     labelled, summary = teacher_rationales(generate, train, prompting, cache, module_digest(teacher), batch_size=64)
-    generated = time.perf_counter() - started
     test_outputs, test_summary = teacher_rationales(generate, test, prompting, cache, module_digest(teacher), batch_size=64)
+    if summary["generated"]:  # written now, not read from the cache
+        made["generate_seconds"] = time.perf_counter() - started
+        log.write_text(json.dumps(made))
     parsed = {e.input: e.teacher_label for e in test_outputs}
     return {
-        "model": teacher, "weights": str(weights), "labelled": labelled, "train_seconds": trained, "final_loss": final_loss,
-        "generate_seconds": generated, "params": sum(p.numel() for p in teacher.parameters()),
+        "model": teacher, "weights": str(weights), "labelled": labelled, **made, "params": sum(p.numel() for p in teacher.parameters()),
         "summary": {k: v for k, v in summary.items() if k not in ("cache", "unparsed_examples")},
         "test_em": exact_match([parsed.get(e.input, "") for e in test], [e.label for e in test]),
         "test_unparsed": test_summary["unparsed"],
@@ -396,19 +398,29 @@ the label ({record['answer_tokens']:.0f} tokens for a gold answer on average), t
     return text
 
 
+def commands(record: dict) -> str:
+    run = "`PYTHONPATH=$PWD /work/bin/cpujob work python bench/step_by_step.py"
+    argv = " ".join(record["argv"])
+    if "--merge" not in record["argv"]:
+        return f"{run} {argv}` ({record['total_seconds'] / 60:.1f} min)"
+    jobs = " ".join(a for a in record["argv"] if a != "--merge")
+    minutes = ", ".join(f"{m:.1f}" for m in record["grid_minutes"])
+    return (f"the students of each seed as a job of its own, side by side ({run} {jobs} --only-seed K`, {minutes} min), "
+            f"then {run} {argv}` (the merge, compression and this text: {record['total_seconds'] / 60:.1f} min)")
+
+
 def write(record: dict, notes: str | None) -> None:
     drew = plot(record, ROOT / "step_by_step.png")
     args, t, s = record["args"], record["teacher"], record["teacher"]["summary"]
     n_train, parsed = record["sizes"]["train"], record["sizes"]["train"] - s["unparsed"]
-    command = " ".join(record["argv"])
-    trained = f"{t['train_seconds'] / 60:.1f} min training (final loss {t['final_loss']:.3f})" if t["train_seconds"] else "loaded from the probe's cache"
     full = max(record["fractions"])
     label_full = statistics.mean(record["results"]["label"][str(full)])
     body = f"""Machine: {record['machine']}, through `cpujob work` (1 thread) on a **shared machine** (other helpers' jobs ran
-beside it). Date: {record['date']}. Whole run: {record['total_seconds'] / 60:.1f} min.
+beside it). Date: {record['date']}.
 
-Command: `PYTHONPATH=$PWD /work/bin/cpujob work python bench/step_by_step.py {command}`, then
-`cpujob timing python bench/step_by_step.py --time` for the speed table.
+Commands: {commands(record)}; then `cpujob timing python bench/step_by_step.py --time` for the speed table. The
+teacher was trained and wrote its rationales in a `--probe` run just before (the same settings; the workdir caches
+both by them), {(t['train_seconds'] + t['generate_seconds']) / 60:.1f} min.
 
 Task: **synthetic** SVAMP-like multi-step arithmetic word problems (`edgekd.data.wordproblems`, 40 templates
 of 2–4 steps, the 5 held-out templates unused) with `max_value={args['max_value']}`: every number, drawn or
@@ -420,9 +432,9 @@ templates, steps and rationales are the same, and each `a op b = c` is one of a 
 test problems (same templates, unseen questions). BPE tokenizer, {record['vocab']} tokens.
 
 Teacher: `t5_s({args['teacher']})`, {t['params']:,} parameters, {args['teacher_epochs']} epochs on the seed set
-({trained}) to answer `Q: <input>\\nA:` with ` <rationale> The answer is <label>.`; it then wrote
+({t['train_seconds'] / 60:.1f} min, final loss {t['final_loss']:.4f}) to answer `Q: <input>\\nA:` with ` <rationale> The answer is <label>.`; it then wrote
 rationales for the {n_train} training inputs through `TeacherPrompting` + `teacher_rationales` (greedy, cached;
-{t['generate_seconds'] / 60:.1f} min). Test exact match **{percent(t['test_em'])}** ({t['test_unparsed']} outputs unparsed). On the
+{t['generate_seconds'] / 60:.1f} min with the test split's answers). Test exact match **{percent(t['test_em'])}** ({t['test_unparsed']} outputs unparsed). On the
 training inputs {s['unparsed']} outputs did not parse and {s['disagreeing']} of the {parsed} parsed labels disagree with the
 ground truth (**{percent(s['disagreeing'] / max(1, parsed))}**, kept: their rationales still train step-by-step students).
 Rationale quality: {percent(t['quality']['true_statements'])} of its `a op b = c` statements are true arithmetic;
@@ -473,8 +485,8 @@ def main() -> None:
     teacher = teacher_stage(args, seed_set, train, test, tokens, tokenizer, prompting, workdir)
     summary = teacher["summary"]
     print(
-        f"teacher: {teacher['params']:,} parameters, {teacher['train_seconds'] or 0:.0f} s training (loss {teacher['final_loss']}), "
-        f"{teacher['generate_seconds']:.0f} s writing {summary['generated']} rationales; test EM {teacher['test_em']:.3f} "
+        f"teacher: {teacher['params']:,} parameters, {teacher.get('train_seconds', 0):.0f} s training (loss {teacher.get('final_loss')}), "
+        f"{teacher.get('generate_seconds', 0):.0f} s writing {summary['generated']} rationales; test EM {teacher['test_em']:.3f} "
         f"({teacher['test_unparsed']} unparsed); train: unparsed {summary['unparsed']}/{len(train)}, disagreeing {summary['disagreeing']}; "
         f"{teacher['quality']}", flush=True,
     )
