@@ -414,6 +414,7 @@ def write(record: dict, notes: str | None) -> None:
     args, t, s = record["args"], record["teacher"], record["teacher"]["summary"]
     n_train, parsed = record["sizes"]["train"], record["sizes"]["train"] - s["unparsed"]
     full = max(record["fractions"])
+    cot = " (under before_label the student writes its rationale first, then the label)" if "before" in record["methods"] else ""
     label_full = statistics.mean(record["results"]["label"][str(full)])
     body = f"""Machine: {record['machine']}, through `cpujob work` (1 thread) on a **shared machine** (other helpers' jobs ran
 beside it). Date: {record['date']}.
@@ -443,8 +444,7 @@ Rationale quality: {percent(t['quality']['true_statements'])} of its `a op b = c
 Students: `t5_s({args['student']})`, {record['student_params']:,} parameters, {args['student_steps']} AdamW steps each (batch
 {args['batch_size']}, lr {args['lr']}, cosine) at every fraction, {args['seeds']} seeds (the seed draws the subset and the
 initialisation). Step-by-step students use the teacher's rationales and the **{args['sbs_labels'].replace('_', ' ')}** labels.
-Test exact match of the label (%, mean ± std over seeds), only the `predict:` task running (under
-before_label the student writes its rationale first, then the label):
+Test exact match of the label (%, mean ± std over seeds), only the `predict:` task running{cot}:
 
 {table(record['results'], record['fractions'], record['methods'])}
 
