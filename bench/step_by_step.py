@@ -99,7 +99,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--teacher", default="dim=128,depth=3,heads=4")
     parser.add_argument("--student", default="dim=64,depth=2,heads=4")
     parser.add_argument("--teacher-epochs", type=int, default=13)
-    parser.add_argument("--student-steps", type=int, default=500, help="optimizer steps of every student")
+    parser.add_argument("--student-steps", type=int, default=600, help="optimizer steps of every student")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seeds", type=int, default=2)
