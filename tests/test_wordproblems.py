@@ -38,6 +38,26 @@ def test_every_rationale_states_true_arithmetic_that_ends_in_the_answer(template
         assert "{" not in problem.question + problem.rationale and problem.question.endswith("?")
 
 
+@pytest.mark.parametrize("max_value", [20, 30])
+def test_small_numbers_keep_every_number_in_range_and_the_arithmetic_true(max_value):
+    for template in TEMPLATES:  # every template can still be drawn, with its steps and a true rationale
+        rng = random.Random(template.id)
+        for n in range(10):
+            problem = instantiate(template, rng, f"x{n}", max_value=max_value)
+            calculations = CALCULATION.findall(problem.rationale)
+            assert len(calculations) == problem.steps == len(template.steps)
+            for expression, result in calculations:
+                assert eval(expression) == int(result), (problem.rationale, expression)  # noqa: S307
+            numbers = [int(x) for x in re.findall(r"\d+", problem.question + " " + problem.rationale)]
+            assert all(2 <= x <= max_value for x in numbers), (max_value, problem.question, problem.rationale)
+            assert int(calculations[-1][1]) == problem.answer
+    splits = make_splits(seed=0, train=90, test=20, unseen=10, max_value=max_value)
+    assert splits == make_splits(seed=0, train=90, test=20, unseen=10, max_value=max_value)
+    assert len({p.answer for p in splits["train"]}) > max_value // 2  # the answers spread over the range
+    with pytest.raises(ValueError, match="max_value must lie in"):
+        generate(1, seed=0, max_value=10)
+
+
 def test_generation_is_deterministic_and_seed_dependent():
     assert generate(30, seed=1) == generate(30, seed=1)
     assert generate(30, seed=1) != generate(30, seed=2)

@@ -11,6 +11,11 @@ The problems exist to test and benchmark rationale distillation offline at small
 synthetic: the language is templated and the numbers are small, so results on them say how a method
 behaves, not how it does on human-written problems.
 
+`max_value` (default 1000) bounds every number, drawn or computed, to [2, max_value]: at 20 or 30 the
+same templates, steps and rationales remain, but each `a op b = c` comes from a table of a few hundred
+facts, which a small model trained from scratch can learn, where multi-digit arithmetic up to 1000 is
+beyond one (what `bench/step_by_step.py` found). A template's slot range above `max_value` is cut to it.
+
 `make_splits` holds out whole templates (one per family) as well as unseen samples of the seen
 templates, so a test can measure generalisation to new phrasings and not only to new numbers.
 `WordProblem.record()` is the JSONL row the rationale reader expects (see `edgekd.data.rationales`);
@@ -48,7 +53,8 @@ BAKED = ("cookies", "muffins", "cupcakes", "rolls", "bagels", "scones", "tarts",
 THINGS = ("backpack", "lamp", "kite", "board game", "scarf", "water bottle", "puzzle", "helmet")
 
 MAX_VALUE = 1000  # keeps numbers small enough for a small student to be asked about them
-MAX_ATTEMPTS = 2000
+SMALLEST_MAX_VALUE = 20  # below it some templates (four steps, each result at least 2) can hardly be drawn
+MAX_ATTEMPTS = 20000
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ class _Rejected(Exception):
     """A draw that breaks a rule (below 2, fractional or too large); the template draws again."""
 
 
-def _evaluate(expr: str, values: Mapping[str, int]) -> int:
+def _evaluate(expr: str, values: Mapping[str, int], max_value: int = MAX_VALUE) -> int:
     """Integer arithmetic on slot names with + - * and exact /; anything else is a template bug."""
 
     def walk(node: ast.AST) -> int:
@@ -119,7 +125,7 @@ def _evaluate(expr: str, values: Mapping[str, int]) -> int:
         raise ValueError(f"unsupported expression {expr!r}")
 
     result = walk(ast.parse(expr, mode="eval"))
-    if not 2 <= result <= MAX_VALUE:
+    if not 2 <= result <= max_value:
         raise _Rejected
     return result
 
@@ -138,16 +144,34 @@ def _fill_words(template: Template, rng: random.Random) -> dict[str, str]:
     return words
 
 
-def instantiate(template: Template, rng: random.Random, problem_id: str) -> WordProblem:
-    """Draw slots until every derived value and intermediate result is an integer in [2, MAX_VALUE]."""
+def _slot_range(low: int, high: int, max_value: int) -> tuple[int, int]:
+    """A template's range for a slot under `max_value`: cut at `max_value`, and where that leaves less than
+    half of it, widened down to 2 so the slot still varies (a price of 30..90 becomes 2..20 at 20). Ranges
+    already within `max_value` are kept as written, so the default problems do not change."""
+    if high <= max_value:
+        return low, high
+    return (low if 2 * low <= max_value else 2), max_value
+
+
+def _check_max_value(max_value: int) -> None:
+    if not SMALLEST_MAX_VALUE <= max_value <= MAX_VALUE:
+        raise ValueError(f"max_value must lie in [{SMALLEST_MAX_VALUE}, {MAX_VALUE}], not {max_value}")
+
+
+def instantiate(template: Template, rng: random.Random, problem_id: str, max_value: int = MAX_VALUE) -> WordProblem:
+    """Draw slots until every number — drawn, derived, and each step's result — is an integer in
+    [2, `max_value`]."""
+    _check_max_value(max_value)
     for _ in range(MAX_ATTEMPTS):
         try:
             values: dict[str, int] = {}
             for slot, spec in template.numbers.items():
-                values[slot] = rng.randint(*spec) if isinstance(spec, tuple) else _evaluate(spec, values)
+                values[slot] = (
+                    rng.randint(*_slot_range(*spec, max_value)) if isinstance(spec, tuple) else _evaluate(spec, values, max_value)
+                )
             sentences = []
             for step in template.steps:
-                result = _evaluate(step.expr, values)
+                result = _evaluate(step.expr, values, max_value)
                 calc = _calculation(step.expr, values, result)
                 values[step.name] = result
                 sentences.append((step.text, calc))
@@ -401,14 +425,14 @@ def templates(names: Sequence[str] | None = None) -> tuple[Template, ...]:
     return tuple(by_id[n] for n in names)
 
 
-def _stream(pool: Sequence[Template], rng: random.Random, prefix: str, seen: set[str]):
+def _stream(pool: Sequence[Template], rng: random.Random, prefix: str, seen: set[str], max_value: int = MAX_VALUE):
     """Problems cycling through `pool` in a shuffled order per round; a question already seen is skipped."""
     index = 0
     while True:
         order = list(pool)
         rng.shuffle(order)
         for template in order:
-            problem = instantiate(template, rng, f"{prefix}-{index:05d}")
+            problem = instantiate(template, rng, f"{prefix}-{index:05d}", max_value)
             if problem.question not in seen:
                 seen.add(problem.question)
                 index += 1
@@ -419,30 +443,34 @@ def _take(stream, n: int) -> list[WordProblem]:
     return [next(stream) for _ in range(n)]
 
 
-def generate(n: int, seed: int, pool: Sequence[Template] = TEMPLATES, prefix: str = "wp") -> list[WordProblem]:
+def generate(
+    n: int, seed: int, pool: Sequence[Template] = TEMPLATES, prefix: str = "wp", max_value: int = MAX_VALUE
+) -> list[WordProblem]:
     """`n` distinct problems drawn evenly from `pool`, the same for the same seed."""
-    return _take(_stream(pool, random.Random(seed), prefix, set()), n)
+    return _take(_stream(pool, random.Random(seed), prefix, set(), max_value), n)
 
 
 def make_splits(
-    seed: int, train: int, test: int, unseen: int, holdout: Sequence[str] = HELDOUT_TEMPLATES
+    seed: int, train: int, test: int, unseen: int, holdout: Sequence[str] = HELDOUT_TEMPLATES,
+    max_value: int = MAX_VALUE,
 ) -> dict[str, list[WordProblem]]:
     """`train` and `test` from the same templates (no question in both), `test_unseen` from the held-out
-    templates only. Deterministic in `seed`."""
+    templates only, every number in [2, `max_value`]. Deterministic in `seed`."""
     held = {t.id for t in templates(holdout)}
     seen_pool = [t for t in TEMPLATES if t.id not in held]
     rng, questions = random.Random(seed), set()
-    seen_stream = _stream(seen_pool, rng, "train", questions)
-    train_items = _take(seen_stream, train)
-    test_items = _take(_stream(seen_pool, rng, "test", questions), test)
-    unseen_items = _take(_stream(templates(holdout), rng, "unseen", questions), unseen)
+    train_items = _take(_stream(seen_pool, rng, "train", questions, max_value), train)
+    test_items = _take(_stream(seen_pool, rng, "test", questions, max_value), test)
+    unseen_items = _take(_stream(templates(holdout), rng, "unseen", questions, max_value), unseen)
     return {"train": train_items, "test": test_items, "test_unseen": unseen_items}
 
 
-def write_splits(folder: str | Path, seed: int, train: int, test: int, unseen: int) -> dict[str, Path]:
+def write_splits(
+    folder: str | Path, seed: int, train: int, test: int, unseen: int, max_value: int = MAX_VALUE
+) -> dict[str, Path]:
     """`make_splits` written as train.jsonl, test.jsonl and test_unseen.jsonl in `folder` (the rationale
     JSONL format); returns the paths by split name."""
     return {
         name: write_jsonl(Path(folder) / f"{name}.jsonl", [p.record() for p in problems])
-        for name, problems in make_splits(seed, train, test, unseen).items()
+        for name, problems in make_splits(seed, train, test, unseen, max_value=max_value).items()
     }

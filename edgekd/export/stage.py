@@ -162,13 +162,19 @@ class ExportStage(Stage):
         """A language model's file in ONNX Runtime: token accuracy and perplexity on the test split, and
         exact match of its greedy answers (decoded on the file itself) to the first `exact_match_rows` test rows."""
         scores = onnx_generation_scores(path, _batches(ctx, "test", view))
-        x, y = (t[: self.config.exact_match_rows] for t in next(iter(ctx.loader("test"))))
-        if ctx.facts.task == "seq2seq":  # the source (with its end token) in, the target without its end token out
-            source = view(x)
-            prompts = [ids[mask.bool()].tolist() for ids, mask in zip(source["input_ids"], source["attention_mask"])]
-            references = [[t for t in row if t not in (IGNORE_INDEX, ctx.facts.eos_id)] for row in y.tolist()]
-        else:
-            prompts, references = causal_prompts(x, y, ctx.facts.eos_id)
+        prompts, references = [], []
+        for x, y in ctx.loader("test"):  # as many batches as the rows asked for take
+            left = self.config.exact_match_rows - len(prompts)
+            if left <= 0:
+                break
+            x, y = x[:left], y[:left]
+            if ctx.facts.task == "seq2seq":  # the source (with its end token) in, the target without its end token out
+                source = view(x)
+                prompts += [ids[mask.bool()].tolist() for ids, mask in zip(source["input_ids"], source["attention_mask"])]
+                references += [[t for t in row if t not in (IGNORE_INDEX, ctx.facts.eos_id)] for row in y.tolist()]
+            else:
+                more_prompts, more_references = causal_prompts(x, y, ctx.facts.eos_id)
+                prompts, references = prompts + more_prompts, references + more_references
         matched = onnx_exact_match(path, prompts, references, max_new_tokens=1 + max(map(len, references))) if references else None
         return {"accuracy": scores["token_accuracy"], "perplexity": scores["perplexity"], **({"exact_match": matched} if matched is not None else {})}
 
