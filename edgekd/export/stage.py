@@ -31,6 +31,8 @@ from edgekd.facts import IGNORE_INDEX
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.placement import StemTiming, choose_stem
 from edgekd.export.runtime import onnx_accuracy, parity
+from edgekd.decoding import OnnxNextToken
+from edgekd.export.runtime import session
 from edgekd.export.transformer import SpecialTokens, export_sequence_model, onnx_exact_match, onnx_generation_scores, sequence_parity
 from edgekd.quant.graph import float_stem, quant_schedule, stem_layers
 from edgekd.quant.stage import float_model
@@ -169,7 +171,11 @@ class ExportStage(Stage):
             references = [[t for t in row if t not in (IGNORE_INDEX, ctx.facts.eos_id)] for row in y.tolist()]
         else:
             prompts, references = causal_prompts(x, y, ctx.facts.eos_id)
-        matched = onnx_exact_match(path, prompts, references, max_new_tokens=1 + max(map(len, references))) if references else None
+        labels = getattr(ctx, "label_task", None)  # step-by-step: the label read from each answer to a `predict:` prompt
+        if labels is not None:
+            matched = labels.exact_match(OnnxNextToken(session(path)), rows=self.config.exact_match_rows)
+        else:
+            matched = onnx_exact_match(path, prompts, references, max_new_tokens=1 + max(map(len, references))) if references else None
         return {"accuracy": scores["token_accuracy"], "perplexity": scores["perplexity"], **({"exact_match": matched} if matched is not None else {})}
 
 
