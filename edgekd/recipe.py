@@ -276,6 +276,10 @@ class Recipe(StrictModel):
         if rationales is None:
             return problems + [f"{where}.method: {STEP_BY_STEP} needs a rationales: block, e.g. rationales: {{source: data, field: rationale}} "
                                "(a field of every row) or {source: teacher, prompt: …} (the teacher writes them)"]
+        if rationales.source == "teacher" and self.teacher.train is not None and self.teacher.train.epochs > 0:
+            problems.append("rationales.source: teacher needs a teacher that already writes rationales: teacher.checkpoint, or a "
+                            "Hugging Face model as it is (model: hf:DIR, train: {epochs: 0}); teacher.train would teach it the "
+                            "label task only")
         if rationales.source == "teacher" and rationales.generation.temperature > 0 and not str(self.teacher.model).startswith("hf"):
             problems.append("rationales.generation.temperature: a built-in teacher writes greedily; set 0, or use a Hugging Face "
                             "teacher (hf:DIR), which samples")

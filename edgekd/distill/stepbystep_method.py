@@ -186,6 +186,7 @@ class LabelTask:
     examples: dict[str, list[RationaleExample]]
     rationale_rows: TensorDataset | None
     max_new_tokens: int
+    max_length: int  # the data's tokens per sequence: prompts are cut as the data cuts them
     source_length: int | None = None  # the packed training rows' source width (seq2seq)
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -215,9 +216,13 @@ class LabelTask:
         )  # fmt: skip
 
     def prompts(self, split: str, rows: int | None = None) -> list[list[int]]:
-        """The label task's prompts as the data encodes them (a seq2seq source ends in its end token)."""
-        suffix = [self.tokens.eos_id] if self.architecture == "seq2seq" else []
-        return [self.tokens.encode(self.config.label_prefix + e.input) + suffix for e in self.examples[split][:rows]]
+        """The label task's prompts as the data encodes them: a seq2seq source ends in its end token and
+        is cut to max_length; a causal prompt keeps its end, leaving room for the answer."""
+        encoded = [self.tokens.encode(self.config.label_prefix + e.input) for e in self.examples[split][:rows]]
+        if self.architecture == "seq2seq":
+            return [(ids + [self.tokens.eos_id])[: self.max_length] for ids in encoded]
+        room = max(self.max_length - self.max_new_tokens, 1)
+        return [ids[-room:] for ids in encoded]
 
     def exact_match(self, step: NextTokenLogits, split: str = "test", rows: int | None = None, batch_size: int = 64) -> float:
         """Share of the split's first `rows` examples whose label, read from the greedy answer to their
@@ -287,7 +292,7 @@ def label_task_bundle(
     answer_tokens = max(int((part.tensors[1] != IGNORE_INDEX).sum(1).max()) for part in (encoded["train"], encoded["test"]))
     task = LabelTask(
         config=config, tokens=text_tokens(tokenizer), architecture=_architecture(bundle), examples=examples,
-        rationale_rows=rows, max_new_tokens=answer_tokens, source_length=built.source_length,
+        rationale_rows=rows, max_new_tokens=answer_tokens, max_length=options.max_length, source_length=built.source_length,
     )  # fmt: skip
     return built, task
 
