@@ -44,6 +44,8 @@ def test_rationales_from_the_data_train_a_student_that_is_pruned_quantized_and_e
     # The int8 file answers `predict:` prompts in ONNX Runtime; its labels score as the quantized student's do.
     assert int8["exact_match"] == pytest.approx(qat["label_exact_match"], abs=0.1)
     assert int8["parity"]["agreement"] >= int8["parity"]["min_agreement"]
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "## Distilling step by step" in markdown and f"| {int8['exact_match']:.2%} |" in markdown
 
 
 def test_alpha_one_through_the_runner_is_label_only_training(tmp_path):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -105,6 +105,7 @@ class StepByStepTermConfig(TermConfig):
         return self.model_dump(include={"prefixes", "rationale_position", "label_source"})
 
 
+# The Literal fields above spell out the choices of edgekd.distill.stepbystep, so errors list them.
 assert set(RATIONALE_POSITIONS) == set(StepByStepTermConfig.model_fields["rationale_position"].annotation.__args__)
 assert set(LABEL_SOURCES) == set(StepByStepTermConfig.model_fields["label_source"].annotation.__args__)
 
@@ -164,12 +165,6 @@ class RationalesConfig(StrictModel):
             parse=self.parse, max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
             seed=generation.seed, keep_disagreeing=self.disagreeing == "keep",
         )  # fmt: skip
-
-
-class StepByStepSource(Protocol):
-    """What the method reads from the runner: the label task it prepared (None without `rationales:`)."""
-
-    label_task: LabelTask | None
 
 
 @dataclass
