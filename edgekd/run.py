@@ -570,8 +570,9 @@ class Run:
         options, terms, rationales = self.recipe.data.options, self.recipe.step_by_step_terms(), self.recipe.rationales
         if not terms or rationales is None:
             return options
-        prefixes = terms[0][1].prefixes  # a tokenizer trained on the rows learns them too
-        options = {**options, "vocabulary_text": [*options.get("vocabulary_text", ()), prefixes.label, prefixes.rationale]}
+        settings = terms[0][1].settings()  # a tokenizer trained on the rows learns the prefixes and markers too
+        marks = [settings.label_prefix, settings.rationale_prefix, settings.answer_marker, settings.explanation_marker]
+        options = {**options, "vocabulary_text": [*options.get("vocabulary_text", ()), *marks]}
         if rationales.source != "data":
             return options
         fields = [rationales.field] + ([rationales.teacher_label_field] if terms[0][1].label_source == "teacher" else [])

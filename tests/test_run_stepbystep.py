@@ -48,6 +48,22 @@ def test_rationales_from_the_data_train_a_student_that_is_pruned_quantized_and_e
     assert "## Distilling step by step" in markdown and f"| {int8['exact_match']:.2%} |" in markdown
 
 
+@pytest.mark.parametrize("position", ["separate", "after_label", "before_label"])
+def test_a_seq2seq_student_learns_each_rationale_position_and_its_file_answers_the_label(position, tmp_path):
+    seq2seq = "t5_s(dim=32, depth=1, heads=4, mlp_ratio=2)"
+    recipe = step_by_step_recipe(
+        tmp_path, stages=[{"distill": {"epochs": 15}}, {"export": {"exact_match_rows": 1000}}],
+        term={"rationale_position": position} if position != "separate" else {}, student=seq2seq,
+    )  # fmt: skip
+    recipe["teacher"]["model"] = seq2seq
+    recipe["data"]["options"]["layout"] = "seq2seq"
+    report = edgekd.compress(recipe, quiet=True).to_json()
+    (step,) = report["steps"]
+    assert step["label_exact_match"] > 0.3  # the label read back from `<label> Explanation: …` or `… Answer: <label>`
+    # Every test row, answered by the fp32 file in ONNX Runtime: the same labels as in PyTorch.
+    assert report["student"]["onnx"]["fp32"]["exact_match"] == pytest.approx(step["label_exact_match"], abs=0.02)
+
+
 def test_alpha_one_through_the_runner_is_label_only_training(tmp_path):
     rows = sum_rows(tmp_path / "sums.jsonl")
     tokenizer = train_tokenizer(

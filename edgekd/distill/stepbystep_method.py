@@ -48,7 +48,7 @@ from edgekd.distill.registry import methods
 from edgekd.distill.sequence import TorchNextToken, greedy_generate_fn
 from edgekd.distill.stepbystep import (
     LABEL_SOURCES, RATIONALE_POSITIONS, Architecture, StepByStepConfig, TaskBatches, TokenBatch, Tokens, extract_label,
-    hf_generate_fn, label_pairs, step_by_step_loss, training_pairs,
+    hf_generate_fn, label_pairs, marker_pattern, step_by_step_loss, training_pairs,
 )
 from edgekd.distill.stepbystep_train import text_tokens
 from edgekd.errors import InputError
@@ -277,6 +277,15 @@ def label_task_bundle(
             f"prefix {config.rationale_prefix!r} as the same tokens {label_ids}, so the student could not tell the tasks apart; "
             "choose prefixes its vocabulary holds"
         )
+    if rationales and config.rationale_position != "separate":  # the label is found by its marker in what the student writes
+        marker = config.answer_marker if config.rationale_position == "before_label" else config.explanation_marker
+        written = tokenizer.decode(tokenizer.encode([marker], special_tokens=False)[0])
+        if not marker_pattern(marker).search(written):
+            raise InputError(
+                f"rationale_position: {config.rationale_position} joins label and rationale with {marker.strip()!r}, which the "
+                f"tokenizer ({tokenizer.source}) writes back as {written.strip()!r}: the label could not be found in an answer; "
+                "use a tokenizer whose vocabulary holds it, or rationale_position: separate"
+            )
 
     def split_of(name: str, chosen: Sequence[Any]) -> TextSplit:
         return TextSplit([{"input": p.source, "target": p.target} for p in chosen], f"the {name} rows of the step-by-step label task")
