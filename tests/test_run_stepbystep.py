@@ -18,6 +18,7 @@ from edgekd.data.rationales import RationaleExample, normalize_label
 from edgekd.data.tokenizer import TokenizerTraining, load_tokenizer, train_tokenizer
 from edgekd.distill.prompting import TeacherPrompting
 from edgekd.distill.stepbystep_train import text_tokens, train_prompted_teacher
+from edgekd.errors import InputError
 from edgekd.facts import DataFacts
 from edgekd.models import build_model
 from edgekd.recipe import load_recipe
@@ -203,3 +204,13 @@ def test_the_readme_example_is_a_valid_recipe_block(tmp_path):
     assert validated.rationales.source == "data" and [t.method for t in validated.distill.terms] == ["step-by-step", "kd"]
     assert validated.rationales.prompting().parse == TeacherPrompting().parse  # the commented pattern is the default
     assert yaml.safe_load(re.search(r"# parse: (.*)\n", section).group(1)) == TeacherPrompting().parse
+
+
+def test_kd_beside_step_by_step_refuses_a_teacher_with_another_vocabulary(tmp_path):
+    recipe = step_by_step_recipe(tmp_path, stages=[{"distill": {"epochs": 1}}])
+    recipe["distill"]["method"].append({"method": "kd"})
+    recipe["teacher"]["model"] = STUDENT.replace(")", ", vocab_size=200)")  # writes 200 tokens; the data's tokenizer has 80
+    with pytest.raises(InputError, match=r"distill.method: token-level kd beside step-by-step needs teacher and student to share a vocabulary"):
+        edgekd.compress(recipe, quiet=True)
+    recipe["distill"]["method"].pop()  # step-by-step alone reads no teacher logits
+    assert edgekd.compress(recipe, quiet=True).steps[0].label_exact_match is not None
