@@ -214,3 +214,28 @@ def test_kd_beside_step_by_step_refuses_a_teacher_with_another_vocabulary(tmp_pa
         edgekd.compress(recipe, quiet=True)
     recipe["distill"]["method"].pop()  # step-by-step alone reads no teacher logits
     assert edgekd.compress(recipe, quiet=True).steps[0].label_exact_match is not None
+
+
+def test_the_shipped_recipe_runs_small_on_data_the_wordproblems_command_writes(tmp_path, capsys):
+    import yaml
+
+    from edgekd.data.wordproblems import main as write_wordproblems
+
+    write_wordproblems([str(tmp_path / "data"), "--train", "60", "--test", "12", "--unseen", "4"])
+    assert "train.jsonl" in capsys.readouterr().out
+    recipe = yaml.safe_load((Path(__file__).parent.parent / "recipes" / "step-by-step.yaml").read_text())
+    tiny = "gpt_s(dim=32, depth=1, heads=4, mlp_ratio=2)"
+    recipe |= {"workdir": str(tmp_path / "run"), "teacher": {"model": tiny, "train": {"epochs": 1}}, "student": tiny}
+    recipe["data"] |= {"root": str(tmp_path / "data"), "limit": None}
+    recipe["data"]["options"]["tokenizer"]["vocab_size"] = 300
+    recipe["distill"]["epochs"] = 1
+    for stage in recipe["stages"]:
+        for body in ([stage["distill"]] if "distill" in stage else []) + ([stage["recover"]] if "recover" in stage else []):
+            body["epochs"] = 1
+        if "bench" in stage:
+            stage["bench"] = {"rounds": 2, "batch_sizes": [1], "warmup_s": 0.0, "min_iterations": 2, "min_duration_s": 0.01,
+                              "memory": False, "mode": "paired", "new_tokens": 4}  # fmt: skip
+    report = edgekd.compress(recipe, quiet=True).to_json()
+    assert report["rationales"] == {"source": "data", "examples": report["dataset"]["sizes"]["train"]}
+    assert report["steps"][-1]["int8"] and report["student"]["macs"] < report["teacher"]["macs"]
+    assert 0 <= report["student"]["onnx"]["int8"]["exact_match"] <= 1 and report["generation"]["cases"]

@@ -43,7 +43,7 @@ from edgekd.decoding import NextTokenLogits, greedy_decode
 from edgekd.distill.config import TermConfig
 from edgekd.distill.generation_cache import module_digest, teacher_rationales
 from edgekd.distill.methods import Batch, Phase, Term
-from edgekd.distill.prompting import DEFAULT_PARSE, Generate, Shot, TeacherPrompting
+from edgekd.distill.prompting import DEFAULT_PARSE, Generate, TeacherPrompting
 from edgekd.distill.registry import methods
 from edgekd.distill.sequence import TorchNextToken, greedy_generate_fn
 from edgekd.distill.stepbystep import (
@@ -161,7 +161,7 @@ class RationalesConfig(StrictModel):
         prompt, generation = self.prompt, self.generation
         return TeacherPrompting(
             template=prompt.template, answer=prompt.answer, separator=prompt.separator,
-            shots=tuple(Shot(**s) if set(s) == {"input", "rationale", "label"} else s for s in prompt.shots),  # type: ignore[misc]
+            shots=tuple(prompt.shots),  # type: ignore[arg-type]  # TeacherPrompting reads and checks the dicts
             parse=self.parse, max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
             seed=generation.seed, keep_disagreeing=self.disagreeing == "keep",
         )  # fmt: skip
@@ -233,7 +233,13 @@ class LabelTask:
         return exact_match(answers, [e.label or "" for e in examples])
 
     def model_exact_match(self, model: nn.Module, split: str = "test") -> float:
-        return self.exact_match(TorchNextToken(model), split)
+        """`exact_match` of a PyTorch model, in eval mode (its mode is restored after)."""
+        was_training = model.training
+        model.eval()
+        try:
+            return self.exact_match(TorchNextToken(model), split)
+        finally:
+            model.train(was_training)
 
 
 def _architecture(bundle: TextBundle) -> Architecture:
