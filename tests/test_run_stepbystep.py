@@ -164,6 +164,8 @@ BAD_INPUT = {
         lambda r: r["data"]["options"].update(task="classify", label="label"), ["data.options.task", "generate"]),
     "step-by-step on images": (lambda r: r.update(data={"dataset": "digits"}), ["step-by-step", "images"]),
     "a teacher that is trained, to write rationales": (lambda r: r.update(rationales={"source": "teacher"}), ["rationales.source", "teacher.checkpoint"]),
+    "sequence-level targets from the teacher beside step-by-step": (
+        lambda r: r["distill"].update(targets="teacher"), ["distill.targets", "label_source: teacher"]),
     "rationales without the step-by-step method": (lambda r: r["distill"].update(method="kd"), ["rationales", "step-by-step"]),
 }
 
