@@ -85,9 +85,9 @@ class RuntimeConfig(StrictModel):
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PLAN_ERROR = "edgekd_plan"  # a pydantic error type whose context carries finished problem lines
-# The distillation methods defined per token, for generation data: soft targets, hidden states per real token,
-# and step-by-step's two tasks.
-TOKEN_METHODS = ("ce", "kd", "feature", "hint", "attention", STEP_BY_STEP)
+# The distillation methods defined per token, for generation data: soft targets, step-by-step's two tasks, and
+# hidden states per real token.
+TOKEN_METHODS = ("ce", "kd", STEP_BY_STEP, "feature", "hint", "attention")
 
 
 @dataclass
