@@ -33,9 +33,10 @@ import edgekd.quant  # noqa: F401
 from edgekd.config import StrictModel
 from edgekd.data.augment import AugmentStep, check_pipeline
 from edgekd.data.registry import DatasetName
-from edgekd.data.text import text_options
+from edgekd.data.text import check_nonempty_field, text_options
 from edgekd.data.views import ViewSpec
 from edgekd.distill.config import DistillConfig, StudentConfig, TeacherConfig
+from edgekd.distill.stepbystep_method import METHOD as STEP_BY_STEP, RationalesConfig, StepByStepTermConfig
 from edgekd.errors import InputError, RecipeError, read_mapping_file
 from edgekd.records import GatesConfig
 from edgekd.registry import close_matches, names_user_code, refused_user_code, unknown_name, user_code_allowed
@@ -84,8 +85,9 @@ class RuntimeConfig(StrictModel):
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PLAN_ERROR = "edgekd_plan"  # a pydantic error type whose context carries finished problem lines
-# The distillation methods defined per token, for generation data: soft targets, and hidden states per real token.
-TOKEN_METHODS = ("ce", "kd", "feature", "hint", "attention")
+# The distillation methods defined per token, for generation data: soft targets, step-by-step's two tasks, and
+# hidden states per real token.
+TOKEN_METHODS = ("ce", "kd", STEP_BY_STEP, "feature", "hint", "attention")
 
 
 @dataclass
@@ -142,6 +144,7 @@ class Recipe(StrictModel):
     stages: list[dict[str, Any]] = Field(default_factory=list)
     gates: GatesConfig | None = None
     runtime: RuntimeConfig = RuntimeConfig()
+    rationales: RationalesConfig | None = None  # the step-by-step method's rationales (edgekd.distill.stepbystep_method)
     plan: Plan = Field(default_factory=Plan, exclude=True, repr=False, description="The validated stages, built from `stages`.")
 
     @model_validator(mode="before")
@@ -233,6 +236,68 @@ class Recipe(StrictModel):
             return ("needs prompts to continue: data.options.target names the answers the teacher's replace "
                     "(plain language modelling, without a target field, has none)")
         return None
+
+    @model_validator(mode="after")
+    def _step_by_step_data(self) -> Recipe:
+        """The step-by-step method and its rationales, checked before anything is written: generation
+        text, one shape of data for every block, and (source: data) a rationale in every row."""
+        terms = self.step_by_step_terms()
+        problems = []
+        if not terms:
+            if self.rationales is not None:
+                problems.append(f"rationales: only the {STEP_BY_STEP} method reads rationales, and no distillation block uses it; "
+                                f"remove the block or train with method: {STEP_BY_STEP}")
+        else:
+            problems = self._step_by_step_problems(terms)
+        if problems:
+            raise PydanticCustomError(PLAN_ERROR, "{count} problem(s) with step-by-step", {"count": len(problems), "problems": problems})
+        return self
+
+    def _step_by_step_problems(self, terms: list[tuple[str, StepByStepTermConfig]]) -> list[str]:
+        where, first = terms[0]
+        dataset, problems = self.data.dataset, []
+        if dataset != "text" and ":" not in dataset:
+            return [f"{where}.method: {STEP_BY_STEP} trains language models on generation text with rationales, and data.dataset "
+                    f"{dataset!r} is images; use dataset: text with options {{task: generate, input: …, target: <label field>}}"]
+        options = text_options(self.data.options) if dataset == "text" else None
+        if options is not None and options.task != "generate":
+            problems.append(f"{where}.method: {STEP_BY_STEP} trains a generate task (the label written as text), and "
+                            f"data.options.task is {options.task}; set data.options.task: generate and target: <label field>")
+        elif options is not None and options.target is None:
+            problems.append(f"data.options.target: {STEP_BY_STEP} needs the field that holds each row's label (target: label)")
+        if targets := self.teacher_target_blocks():
+            problems.append(f"{targets[0]}.targets: teacher replaces the targets with the teacher's answers, and {STEP_BY_STEP} "
+                            "builds its own (label and rationale); for the teacher's labels use label_source: teacher")
+        for other, term in terms[1:]:
+            if term.data_key() != first.data_key():
+                problems.append(f"{other}.method: its {STEP_BY_STEP} prefixes, rationale_position and label_source differ from "
+                                f"{where}'s; they shape the run's data, so every block shares them (alpha and weight may differ)")
+        rationales = self.rationales
+        if rationales is None:
+            return problems + [f"{where}.method: {STEP_BY_STEP} needs a rationales: block, e.g. rationales: {{source: data, field: rationale}} "
+                               "(a field of every row) or {source: teacher, prompt: …} (the teacher writes them)"]
+        if rationales.source == "teacher" and self.teacher.train is not None and self.teacher.train.epochs > 0:
+            problems.append("rationales.source: teacher needs a teacher that already writes rationales: teacher.checkpoint, or a "
+                            "Hugging Face model as it is (model: hf:DIR, train: {epochs: 0}); teacher.train would teach it the "
+                            "label task only")
+        if rationales.source == "teacher" and rationales.generation.temperature > 0 and not str(self.teacher.model).startswith("hf"):
+            problems.append("rationales.generation.temperature: a built-in teacher writes greedily; set 0, or use a Hugging Face "
+                            "teacher (hf:DIR), which samples")
+        if not problems and options is not None and rationales.source == "data":
+            fields = [("rationales.field", rationales.field, "the rationale")]
+            if first.label_source == "teacher":
+                fields.append(("rationales.teacher_label_field", rationales.teacher_label_field, "the teacher's label, for label_source: teacher"))
+            for setting, field, what in fields:
+                try:
+                    check_nonempty_field(self.data.root, options.test, field, what)
+                except InputError as exc:
+                    problems.append(f"{setting}: {exc}")
+        return problems
+
+    def step_by_step_terms(self) -> list[tuple[str, StepByStepTermConfig]]:
+        """Each step-by-step term of the recipe's distillation blocks, with where it is set."""
+        blocks = [("distill", self.distill)] + [(p.recover_path, p.recover) for p in self.plan if p.recover is not None]
+        return [(where, term) for where, block in blocks for term in block.terms if isinstance(term, StepByStepTermConfig)]
 
     def distill_blocks(self) -> list[tuple[str, DistillConfig]]:
         """Each distillation block with where it is set: `distill`, and a stage's recover block only where

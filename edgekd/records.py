@@ -148,7 +148,7 @@ class StepRecord(ModelMetrics):
     omit_when_empty = frozenset({
         "seconds", "recovery_epochs", "recovery_seconds", "val_accuracy", "teacher_val_accuracy", "passes_teacher",
         "target", "target_metric", "prunable_channels", "int8", "quant_profile", "perplexity",
-        "int4_block_size", "int4_accuracy_level",
+        "int4_block_size", "int4_accuracy_level", "label_exact_match",
     })  # fmt: skip
 
     stage: str
@@ -169,6 +169,9 @@ class StepRecord(ModelMetrics):
     quant_profile: str | None = Field(None, description="qat: the quantization profile")
     int4_block_size: int | None = Field(None, description="qat int4: input features per block of scales")
     int4_accuracy_level: int | None = Field(None, description="qat int4: MatMulNBits' activation compute type (0 float … 4 int8)")
+    label_exact_match: float | None = Field(
+        None, description="step-by-step: the test labels the student writes for `predict:` prompts (greedy), exactly right"
+    )
 
 
 class TeacherCache(Record):
@@ -426,7 +429,7 @@ class Report(Record):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
     omit_when_empty = frozenset(
         {"recipe_hash", "created", "edgekd", "workdir", "dataset", "student", "latency", "bench", "teacher_cache", "teacher_targets", "generation",
-         "gates_config", "gates", "non_finite"}
+         "rationales", "gates_config", "gates", "non_finite"}
     )
 
     schema_: Literal["edgekd.report/1"] = Field(REPORT_SCHEMA, alias="schema")
@@ -447,6 +450,8 @@ class Report(Record):
     teacher_cache: TeacherCache | None = None
     teacher_targets: TeacherTargets | None = None
     generation: dict[str, Any] | None = None  # language models: time to first token and tokens/s per model and batch
+    # Step-by-step: where the rationales came from; from a teacher, how many outputs did not parse or disagree.
+    rationales: dict[str, Any] | None = None
     gates_config: GatesConfig | None = None
     gates: list[GateResult] | None = None
     # Written by edgekd.files.write_json: the path of each number that was NaN or infinite (now null).

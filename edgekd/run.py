@@ -28,7 +28,7 @@ from edgekd import terminal
 from edgekd.version import __version__
 from edgekd.bench.environment import environment
 from edgekd.data import DataBundle, TextBundle, load_data
-from edgekd.data.text import with_training_targets
+from edgekd.data.text import TextOptions, text_options, with_training_targets
 from edgekd.data.augment import FRESH_VIEWS, Augmenter, TrainBatches, make_augmenter, pool_view
 from edgekd.data.views import views_from
 from edgekd.distributed import Distributed
@@ -37,6 +37,7 @@ from edgekd.distill.cache import SoftLabelCache, TokenSoftLabels, storage_top_k,
 from edgekd.distill.generation_cache import CACHE_FORMAT, cached_generate, key_digest, module_digest, text_digest
 from edgekd.distill.sequence import greedy_generate_fn
 from edgekd.distill.stepbystep import Tokens
+from edgekd.distill.stepbystep_method import LabelTask, label_task_bundle, split_examples, teacher_written
 from edgekd.distill.topk_cache import TopKCache, TopKCacheWriter
 from edgekd.distill.train import TrainingDiverged
 from edgekd.errors import InputError, NotFinite
@@ -104,6 +105,9 @@ class Run:
         self._teacher_answers: TextBundle | None = None
         self.augmenter: Augmenter | None = None
         self.dist = Distributed()
+        # Step-by-step distillation: the label task beside the data, and what its rebuild after the teacher reads.
+        self.label_task: LabelTask | None = None
+        self._label_task_source: tuple[TextBundle, TextOptions, dict[str, Any]] | None = None
 
     # ---- the StageContext: what stages use ----------------------------------------
     @property
@@ -522,7 +526,7 @@ class Run:
         data = self.recipe.data
         self.data = load_data(
             data.dataset, seed=self.seed, root=data.root, val_split=data.val_split,
-            test_split=data.test_split, limit=data.limit, options=data.options, workdir=self.workdir,
+            test_split=data.test_split, limit=data.limit, options=self._data_options(), workdir=self.workdir,
         )
         if isinstance(self.data, TextBundle):
             if self.generates and (problems := self.recipe.methods_not_per_token()):  # a factory's text, which the recipe could not check
@@ -530,7 +534,7 @@ class Run:
             if (blocks := self.recipe.teacher_target_blocks()) and (problem := self.recipe.teacher_targets_problem(self.data.options)):
                 raise InputError(f"{blocks[0]}.targets: teacher {problem} (data.dataset {data.dataset!r})")
             # A seq2seq batch carries its decoder inputs behind the source, so one tensor is a whole model input.
-            self.data = self.data.packed()
+            self.data = self._label_task_bundle(self.data) if self.recipe.step_by_step_terms() else self.data.packed()
             # Text has no image views (the recipe refuses them): both models read the token batch as
             # keyword arguments, through one shared function (cross-modal needs two different ones).
             self.student_view = self.teacher_view = self.data.model_inputs
@@ -538,6 +542,7 @@ class Run:
             raise InputError(f"{blocks[0]}.targets: teacher replaces generation targets; data.dataset {data.dataset!r} gives none")
         self.augmenter = make_augmenter(data.augment, self.data, self.seed)  # checks its settings before anything trains
         self.teacher = self.obtain_teacher(self.recipe.teacher)
+        self._teacher_rationales()
         self.report = Report(
             name=self.recipe.name,
             recipe_hash=self.recipe.fingerprint(),
@@ -552,10 +557,82 @@ class Run:
             ),
             environment=environment(),
         )
+        if self.label_task is not None:
+            self.report.rationales = self.label_task.summary
         perplexity = self.report.teacher.perplexity
         measured = "token accuracy" if self.generates else "accuracy"
         self.say(f"teacher {self.recipe.teacher.model}: test {measured} {self.report.teacher.accuracy:.2%}"
                  + (f", perplexity {perplexity:.3g}" if perplexity is not None else ""))
+
+    # ---- step-by-step distillation (edgekd.distill.stepbystep_method) --------------
+    def _data_options(self) -> dict[str, Any]:
+        """data.options, with the rationale fields carried along (extras) when the rows hold them."""
+        options, terms, rationales = self.recipe.data.options, self.recipe.step_by_step_terms(), self.recipe.rationales
+        if not terms or rationales is None:
+            return options
+        settings = terms[0][1].settings()  # a tokenizer trained on the rows learns the prefixes and markers too
+        marks = [settings.label_prefix, settings.rationale_prefix, settings.answer_marker, settings.explanation_marker]
+        options = {**options, "vocabulary_text": [*options.get("vocabulary_text", ()), *marks]}
+        if rationales.source != "data":
+            return options
+        fields = [rationales.field] + ([rationales.teacher_label_field] if terms[0][1].label_source == "teacher" else [])
+        extras = list(options.get("extras", ()))
+        return {**options, "extras": extras + [name for name in fields if name not in extras]}
+
+    def _label_task_bundle(self, bundle: TextBundle) -> TextBundle:
+        """The label task's data (packed), with rationales from the rows, or (source: teacher) without
+        them until the teacher has written them."""
+        rationales, settings = self.recipe.rationales, self.recipe.step_by_step_terms()[0][1].settings()
+        assert rationales is not None  # the recipe refuses step-by-step without the block
+        options = text_options(self._data_options())
+        examples = split_examples(bundle, options, rationales)
+        built, self.label_task = label_task_bundle(bundle, options, settings, examples, rationales=rationales.source == "data")
+        self.label_task.summary = {"source": rationales.source, "examples": len(examples["train"])}
+        self._label_task_source = (bundle, options, examples)
+        return built
+
+    def _teacher_rationales(self) -> None:
+        """`rationales: {source: teacher}`: the teacher writes a rationale and a label for each training input
+        (cached in the workdir), and the label task is rebuilt with them; the report counts what failed."""
+        self._check_shared_vocabulary()
+        rationales = self.recipe.rationales
+        if self.label_task is None or rationales is None or rationales.source != "teacher":
+            return
+        assert self._label_task_source is not None
+        bundle, options, examples = self._label_task_source
+        task = self.label_task
+        built_in = not str(self.recipe.teacher.model).startswith("hf")
+        kept, summary = teacher_written(
+            self.teacher, examples["train"], rationales, task.tokens, task.architecture, self.workdir, self.progress,
+            options.max_length if built_in else None,
+        )  # fmt: skip
+        self.data, self.label_task = label_task_bundle(bundle, options, task.config, {**examples, "train": kept}, rationales=True)
+        self.label_task.summary = summary
+        self.say(
+            f"teacher rationales: {summary['kept']} of {len(examples['train'])} training inputs kept ({summary['generated']} generated, "
+            f"{summary['reused']} from the cache); {summary['unparsed']} did not parse, {summary['disagreeing']} disagree with the "
+            f"ground truth ({summary['dropped']} dropped)"
+        )
+
+    def _check_shared_vocabulary(self) -> None:
+        """Token-level kd beside step-by-step compares teacher and student token by token: refuse a teacher
+        whose vocabulary is not the data's."""
+        if self.label_task is None:
+            return
+        vocabulary = self.data.facts.vocab_size
+        with torch.no_grad():
+            teacher_vocabulary = logits_of(run_model(self.teacher, self.example_input(role="teacher"))).shape[-1]
+        blocks = [where for where, block in self.recipe.distill_blocks() if any(t.method == "kd" for t in block.terms)]
+        if teacher_vocabulary != vocabulary and blocks:
+            raise InputError(
+                f"{blocks[0]}.method: token-level kd beside step-by-step needs teacher and student to share a vocabulary; "
+                f"the teacher {self.recipe.teacher.model} writes {teacher_vocabulary} tokens, the data's tokenizer has {vocabulary}. "
+                "Drop the kd term (step-by-step alone needs no teacher logits) or use a teacher on the data's tokenizer."
+            )
+
+    def _label_scores(self, model: nn.Module) -> dict[str, float]:
+        """Step-by-step: exact match of the labels the model writes for the test split's `predict:` prompts."""
+        return {} if self.label_task is None else {"label_exact_match": self.label_task.model_exact_match(model)}
 
     def _evaluate_and_measure(self, model: nn.Module, role: Role = "student") -> dict[str, Any]:
         if self.generates:
@@ -720,6 +797,7 @@ class Run:
             self.say(
                 f"{label}: {'token accuracy' if self.generates else 'accuracy'} {record.accuracy:.2%}"
                 + (f", perplexity {record.perplexity:.3g}" if record.perplexity is not None else "")
+                + (f", label exact match {record.label_exact_match:.2%}" if record.label_exact_match is not None else "")
                 + (f" (before recovery {before:.2%})" if before is not None else "")
                 + f", MACs {record.macs:,}, params {record.params:,}"
                 + _versus_teacher(record)
@@ -743,7 +821,7 @@ class Run:
             cache = Artefacts(teacher_cache=TeacherCache.model_validate(summary))  # kept with the checkpoint
             self.artefacts = self.artefacts.merged(cache)
             self.report.apply(cache)
-        measured = self._evaluate_and_measure(self.student)
+        measured = {**self._evaluate_and_measure(self.student), **self._label_scores(self.student)}
         if trains:
             assert recover is not None
             # Against the best the student had before this phase: a pruning step may leave it at chance, recovery may not.

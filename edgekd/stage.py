@@ -52,6 +52,7 @@ class StageContext(Protocol):
     console: Console
     report: Report  # the run's measurements so far: the teacher's metrics, finished steps
     artefacts: Artefacts  # the files and timings export and bench stages produced so far
+    label_task: Any  # step-by-step's label task (edgekd.distill.stepbystep_method.LabelTask), else None
 
     @property
     def facts(self) -> DataFacts:

@@ -96,3 +96,36 @@ def _generate_until_killed(cache: str, block_after: int) -> None:
 
 if __name__ == "__main__":
     _generate_until_killed(sys.argv[1], int(sys.argv[2]))
+
+
+def sum_rows(path, count: int = 400, seed: int = 0, rationale: bool = True):
+    """JSONL rows of one-step sums with a rationale: `{"input": "3 plus 4", "rationale": "3 and 4 make 7", "label": "7"}`."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w") as handle:
+        for _ in range(count):
+            a, b = rng.randint(0, 9), rng.randint(0, 9)
+            row = {"input": f"{a} plus {b}", "label": str(a + b), **({"rationale": f"{a} and {b} make {a + b}"} if rationale else {})}
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+STUDENT = "gpt_s(dim=32, depth=2, heads=4, mlp_ratio=2)"
+
+
+def step_by_step_recipe(tmp_path, stages=None, term=None, **extra):
+    """A text recipe that trains a tiny decoder student step by step on `sum_rows`, rationales from the data."""
+    from tests.conftest import text_pipeline_recipe
+
+    term = {"method": "step-by-step", **(term or {})}
+    recipe = text_pipeline_recipe(
+        tmp_path / "run", sum_rows(tmp_path / "sums.jsonl"), {"task": "generate", "input": "input", "target": "label", "max_length": 20},
+        {"model": STUDENT, "train": {"epochs": 1, "lr": 0.01, "optimizer": {"name": "adamw"}}},
+        student=STUDENT, rationales={"source": "data"},
+        distill={"method": [term], "epochs": 1, "lr": 0.01, "optimizer": {"name": "adamw"}},
+    )
+    recipe["stages"] = stages if stages is not None else [{"distill": {"epochs": 20}}]
+    recipe.update(extra)
+    return recipe

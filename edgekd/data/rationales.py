@@ -17,7 +17,16 @@ per line (UTF-8):
   told to learn the teacher's labels instead of the ground truth.
 - Any other field (an id, a source) is ignored.
 
-The field names are configurable (`RationaleFields`). `edgekd.data.wordproblems` writes this format.
+The field names are configurable (`RationaleFields`). `edgekd.data.wordproblems` writes this format
+(`python -m edgekd.data.wordproblems DIR`).
+
+In a recipe the same rows are text data, read with `rationales: {source: data, field: rationale}`:
+
+    data: {dataset: text, root: DIR, options: {task: generate, input: input, target: label}}
+
+`target` names the label field; every row read (test rows included) must hold a non-empty rationale,
+which `edgekd validate` checks, naming file, line and field. With `label_source: teacher` each row also
+needs `teacher_label` (`rationales.teacher_label_field`). See `edgekd.distill.stepbystep_method`.
 
 Labels are compared after `normalize_label`, so "1,200", "1200.0" and " 1200." are one answer.
 """

@@ -56,7 +56,8 @@ SUFFIXES = (".jsonl", ".csv")
 class TextOptions(BaseModel):
     """`data.options` of the text dataset.
 
-    `input`, `label`, `target`, `extras`: field names. `labels`: the class set, in index order
+    `input`, `label`, `target`, `extras`: field names. `vocabulary_text`: text a trained tokenizer learns
+    beside the training rows (the step-by-step method's task prefixes, which no row holds). `labels`: the class set, in index order
     (default: the training rows' labels, sorted). `tokenizer`: a tokenizer.json path or tokenizer
     folder, or training settings. `pad_token` / `eos_token`: name them when the tokenizer does not.
     `max_length`: tokens per sequence; longer rows are cut (`truncation`) or refused. `test`: a test
@@ -71,6 +72,7 @@ class TextOptions(BaseModel):
     target: str | None = None
     separator: str = " "
     extras: tuple[str, ...] = ()
+    vocabulary_text: tuple[str, ...] = ()
     labels: tuple[str, ...] | None = None
     tokenizer: str | TokenizerTraining = TokenizerTraining()
     pad_token: str | None = None
@@ -275,15 +277,16 @@ class TextBundle(DataBundle):
         `model_inputs` — while y keeps the per-token targets."""
         if self.task != "seq2seq" or self.source_length is not None:
             return self
-        pad = self._tokenizer.pad_id
-
-        def pack(split: TensorDataset) -> TensorDataset:
-            x, y = split.tensors
-            return TensorDataset(torch.cat([x, shift_right(y, start=pad, pad=pad)], dim=1), y)
-
+        pack = self.pack
         return dataclasses.replace(
             self, train=pack(self.train), val=pack(self.val), test=pack(self.test), source_length=self.train.tensors[0].shape[1]
         )  # fmt: skip
+
+    def pack(self, split: TensorDataset) -> TensorDataset:
+        """One seq2seq split's (source, targets) as (source ‖ decoder inputs, targets) (see `packed`)."""
+        pad = self._tokenizer.pad_id
+        x, y = split.tensors
+        return TensorDataset(torch.cat([x, shift_right(y, start=pad, pad=pad)], dim=1), y)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """Text of token ids; -100 and padding left out."""
@@ -445,7 +448,7 @@ def _tokenizer(options: TextOptions, train: TextSplit, workdir: str | Path | Non
     setting = options.tokenizer
     if isinstance(setting, str):
         return load_tokenizer(setting, pad_token=options.pad_token, eos_token=options.eos_token)
-    corpus = [str(row[name]) for row in train.rows for name in options.text_fields]
+    corpus = [str(row[name]) for row in train.rows for name in options.text_fields] + list(options.vocabulary_text)
     tokenizer = train_tokenizer(corpus, setting)
     folder = setting.save_to or (Path(workdir) / "tokenizer" if workdir is not None else None)
     if folder is not None:
@@ -527,6 +530,32 @@ def _causal_row(options: TextOptions, source: list[int], answer: list[int], end:
     room = limit - len(answer)
     prompt = source[len(source) - room :] if len(source) > room else source
     return prompt + answer, [IGNORE_INDEX] * len(prompt) + answer, cut or len(prompt) < len(source)
+
+
+def encode_rows(
+    options: TextOptions, tokenizer: TextTokenizer, splits: dict[str, TextSplit]
+) -> tuple[dict[str, TensorDataset], dict[str, int]]:
+    """Generation rows (`options.input` → `options.target`) tokenized and padded to one width, as
+    `make_text_bundle` lays them out, with a tokenizer made before (another task built on the same data)."""
+    if options.task != "generate":
+        raise ValueError("encode_rows lays out generation rows")
+    return _encode(options, tokenizer, [], splits)
+
+
+def check_nonempty_field(root: str | None, test: str | None, field: str, what: str) -> None:
+    """Every row of the text files `root` (and `test`) names has `field` as non-empty text; an
+    InputError naming the file, the line and the field otherwise. For fields a method needs filled
+    (a rationale), checked before anything is written."""
+    train_file, test_file = _files(root, test)
+    for path in (train_file, test_file):
+        if path is None or not path.is_file():
+            continue  # the loader names a missing file
+        split = read_rows(path)
+        for index, row in enumerate(split.rows):
+            value = row.get(field)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                state = "has no field" if field not in row else "has an empty field"
+                raise InputError(f"{split.where(index)} {state} {field!r} ({what}); every row needs one")
 
 
 def _encode(

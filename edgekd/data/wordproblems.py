@@ -474,3 +474,23 @@ def write_splits(
         name: write_jsonl(Path(folder) / f"{name}.jsonl", [p.record() for p in problems])
         for name, problems in make_splits(seed, train, test, unseen, max_value=max_value).items()
     }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m edgekd.data.wordproblems DIR [--seed N] [--train N] [--test N] [--unseen N]`: write the
+    splits (train.jsonl, test.jsonl, test_unseen.jsonl) in the rationale JSONL format, offline."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m edgekd.data.wordproblems", description=main.__doc__)
+    parser.add_argument("folder", nargs="?", default="runs/data/wordproblems", help="where to write the splits")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=int, default=2000, help="training problems (default 2000)")
+    parser.add_argument("--test", type=int, default=300, help="test problems from the training templates (default 300)")
+    parser.add_argument("--unseen", type=int, default=300, help="test problems from held-out templates (default 300)")
+    args = parser.parse_args(argv)
+    written = write_splits(args.folder, args.seed, args.train, args.test, args.unseen)
+    print("wrote " + ", ".join(str(path) for path in written.values()))
+
+
+if __name__ == "__main__":
+    main()

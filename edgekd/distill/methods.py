@@ -138,6 +138,9 @@ class Term:
     example: ClassVar[dict[str, Any]] = {}
     # Whether the term reads intermediate features (taps) rather than only the models' logits.
     reads_features: ClassVar[bool] = False
+    # The data the registry-driven tests train `example` on: "digits", or "rationales" (generation
+    # text with rationales, for the step-by-step method).
+    example_data: ClassVar[str] = "digits"
 
     def __init__(self, config: TermConfig, phase: Phase):
         self.config = config

@@ -20,6 +20,7 @@ seq2seq students, Hugging Face or built-in.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple, Sequence, get_args
 
@@ -136,13 +137,23 @@ def training_pairs(
     return joined, []
 
 
+def marker_pattern(marker: str) -> re.Pattern:
+    """A marker as it reads back from generated text: tokenizers may decode "Answer:" as "Answer :"."""
+    return re.compile(r"\s*".join(re.escape(char) for char in marker.strip() if not char.isspace()))
+
+
 def extract_label(output: str, config: StepByStepConfig) -> str:
-    """The label in what the student wrote for a `predict:` prompt."""
+    """The label in what the student wrote for a `predict:` prompt.
+
+    >>> config = StepByStepConfig(rationale_position="before_label")
+    >>> extract_label("3 and 4 make 7 Answer : 7", config)
+    '7'
+    """
     if config.rationale_position == "after_label":
-        return output.split(config.explanation_marker.strip(), 1)[0].strip()
+        return marker_pattern(config.explanation_marker).split(output, 1)[0].strip()
     if config.rationale_position == "before_label":
-        marker = config.answer_marker.strip()
-        return output.rsplit(marker, 1)[1].strip() if marker in output else ""
+        found = list(marker_pattern(config.answer_marker).finditer(output))
+        return output[found[-1].end() :].strip() if found else ""
     return output.strip()
 
 

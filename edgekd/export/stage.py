@@ -31,6 +31,8 @@ from edgekd.facts import IGNORE_INDEX
 from edgekd.export.onnx_export import export_onnx, write_metadata
 from edgekd.export.placement import StemTiming, choose_stem
 from edgekd.export.runtime import onnx_accuracy, parity
+from edgekd.decoding import OnnxNextToken
+from edgekd.export.runtime import session
 from edgekd.export.transformer import SpecialTokens, export_sequence_model, onnx_exact_match, onnx_generation_scores, sequence_parity
 from edgekd.quant.graph import float_stem, quant_schedule, stem_layers
 from edgekd.quant.stage import float_model
@@ -162,21 +164,32 @@ class ExportStage(Stage):
         """A language model's file in ONNX Runtime: token accuracy and perplexity on the test split, and
         exact match of its greedy answers (decoded on the file itself) to the first `exact_match_rows` test rows."""
         scores = onnx_generation_scores(path, _batches(ctx, "test", view))
-        prompts, references = [], []
-        for x, y in ctx.loader("test"):  # as many batches as the rows asked for take
-            left = self.config.exact_match_rows - len(prompts)
-            if left <= 0:
-                break
-            x, y = x[:left], y[:left]
-            if ctx.facts.task == "seq2seq":  # the source (with its end token) in, the target without its end token out
-                source = view(x)
-                prompts += [ids[mask.bool()].tolist() for ids, mask in zip(source["input_ids"], source["attention_mask"])]
-                references += [[t for t in row if t not in (IGNORE_INDEX, ctx.facts.eos_id)] for row in y.tolist()]
-            else:
-                more_prompts, more_references = causal_prompts(x, y, ctx.facts.eos_id)
-                prompts, references = prompts + more_prompts, references + more_references
-        matched = onnx_exact_match(path, prompts, references, max_new_tokens=1 + max(map(len, references))) if references else None
+        labels = ctx.label_task  # step-by-step: the label read from each answer to a `predict:` prompt
+        if labels is not None:
+            matched = labels.exact_match(OnnxNextToken(session(path)), rows=self.config.exact_match_rows)
+        else:
+            prompts, references = _answer_rows(ctx, view, self.config.exact_match_rows)
+            matched = onnx_exact_match(path, prompts, references, max_new_tokens=1 + max(map(len, references))) if references else None
         return {"accuracy": scores["token_accuracy"], "perplexity": scores["perplexity"], **({"exact_match": matched} if matched is not None else {})}
+
+
+def _answer_rows(ctx: StageContext, view: View, rows: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompts and reference answers (token ids) of the first `rows` test rows, across as many batches as they take."""
+    prompts: list[list[int]] = []
+    references: list[list[int]] = []
+    for x, y in ctx.loader("test"):
+        left = rows - len(prompts)
+        if left <= 0:
+            break
+        x, y = x[:left], y[:left]
+        if ctx.facts.task == "seq2seq":  # the source (with its end token) in, the target without its end token out
+            source = view(x)
+            prompts += [ids[mask.bool()].tolist() for ids, mask in zip(source["input_ids"], source["attention_mask"])]
+            references += [[t for t in row if t not in (IGNORE_INDEX, ctx.facts.eos_id)] for row in y.tolist()]
+        else:
+            more_prompts, more_references = causal_prompts(x, y, ctx.facts.eos_id)
+            prompts, references = prompts + more_prompts, references + more_references
+    return prompts, references
 
 
 def _batches(ctx: StageContext, split: str, view: View) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

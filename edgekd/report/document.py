@@ -252,6 +252,27 @@ def _latency_table(latency: Latency) -> TableBlock:
     return TableBlock(("model", *(f"batch {b}: median / p90 ms" for b in batches)), rows)
 
 
+def _step_by_step_blocks(report: Report) -> list[Block]:
+    """Where the rationales came from (and what a teacher's outputs gave), and the label task's exact match."""
+    found = report.rationales or {}
+    if found.get("source") == "teacher":
+        origin = (
+            f"The teacher wrote the rationales ({found['generated']} generated, {found['reused']} from the cache): "
+            f"{found['unparsed']} outputs did not parse, {found['disagreeing']} labels disagree with the ground truth "
+            f"({found['dropped']} dropped); {found['kept']} training inputs kept."
+        )
+    else:
+        origin = f"Rationales from the data, for {found.get('examples', '?')} training inputs."
+    rows = [(f"stages[{r.stage_index}] {r.stage}", f"{r.step}/{r.steps}", _pct(r.label_exact_match)) for r in report.steps]
+    student = report.student
+    rows += [(f"ONNX {kind} ({onnx.path})", "", _pct(onnx.exact_match)) for kind, onnx in sorted(student.onnx.items())] if student else []
+    return [
+        Text(origin + " Only the label task runs at inference: the label read from each greedy answer to a `predict:` prompt, "
+             "against the ground truth (ONNX files: the first export.exact_match_rows test rows, in ONNX Runtime)."),
+        TableBlock(("model", "step", "label exact match"), tuple(rows)),
+    ]
+
+
 def _generation_blocks(generation: Mapping[str, Any]) -> list[Block]:
     """The bench stage's generation timings (edgekd.bench.generation JSON): one row per model and batch."""
     cases = generation.get("cases", [])
@@ -435,6 +456,8 @@ def build_blocks(report: Report | Mapping[str, Any]) -> list[Block]:
         ]
     if report.generation:
         blocks += [Heading("Generation"), *_generation_blocks(report.generation)]
+    if report.rationales:
+        blocks += [Heading("Distilling step by step"), *_step_by_step_blocks(report)]
     blocks += _gates_blocks(report)
     blocks += [Heading("Environment"), _environment(report)]
     return blocks
