@@ -101,7 +101,7 @@ class OnnxFile(Record):
     """One exported file: `path` relative to the workdir, its ONNX Runtime test accuracy and parity;
     an int8 file also says in which precision it ships the image stem, and why."""
 
-    omit_when_empty = frozenset({"exporter", "parity", "stem", "placement", "perplexity", "exact_match"})
+    omit_when_empty = frozenset({"exporter", "parity", "stem", "placement", "perplexity", "exact_match", "exact_match_rows"})
 
     path: str
     exporter: str | None = None
@@ -109,6 +109,7 @@ class OnnxFile(Record):
     accuracy: float | None = None
     perplexity: float | None = Field(None, description="generation: ONNX Runtime test perplexity (accuracy is the token accuracy)")
     exact_match: float | None = Field(None, description="generation: greedy answers decoded by ONNX Runtime equal to the targets")
+    exact_match_rows: int | None = Field(None, description="generation: how many test rows exact_match scored")
     size_bytes: int
     stem: Literal["int8", "float"] | None = None
     placement: StemPlacement | None = None

@@ -223,7 +223,7 @@ def test_the_shipped_recipe_runs_small_on_data_the_wordproblems_command_writes(t
 
     from edgekd.data.wordproblems import main as write_wordproblems
 
-    write_wordproblems([str(tmp_path / "data"), "--train", "60", "--test", "12", "--unseen", "4"])
+    write_wordproblems([str(tmp_path / "data"), "--train", "60", "--test", "12", "--unseen", "4", "--max-value", "20"])
     assert "train.jsonl" in capsys.readouterr().out
     recipe = yaml.safe_load((Path(__file__).parent.parent / "recipes" / "step-by-step.yaml").read_text())
     tiny = "gpt_s(dim=32, depth=1, heads=4, mlp_ratio=2)"

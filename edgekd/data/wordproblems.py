@@ -477,7 +477,7 @@ def write_splits(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m edgekd.data.wordproblems DIR [--seed N] [--train N] [--test N] [--unseen N]`: write the
+    """`python -m edgekd.data.wordproblems DIR [--seed N] [--train N] [--test N] [--unseen N] [--max-value N]`: write the
     splits (train.jsonl, test.jsonl, test_unseen.jsonl) in the rationale JSONL format, offline."""
     import argparse
 
@@ -487,8 +487,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--train", type=int, default=2000, help="training problems (default 2000)")
     parser.add_argument("--test", type=int, default=300, help="test problems from the training templates (default 300)")
     parser.add_argument("--unseen", type=int, default=300, help="test problems from held-out templates (default 300)")
+    parser.add_argument("--max-value", type=int, default=1000, help="largest number drawn or computed (20…1000, default 1000)")
     args = parser.parse_args(argv)
-    written = write_splits(args.folder, args.seed, args.train, args.test, args.unseen)
+    written = write_splits(args.folder, args.seed, args.train, args.test, args.unseen, max_value=args.max_value)
     print("wrote " + ", ".join(str(path) for path in written.values()))
 
 

@@ -164,13 +164,16 @@ class ExportStage(Stage):
         """A language model's file in ONNX Runtime: token accuracy and perplexity on the test split, and
         exact match of its greedy answers (decoded on the file itself) to the first `exact_match_rows` test rows."""
         scores = onnx_generation_scores(path, _batches(ctx, "test", view))
+        rows = self.config.exact_match_rows
         labels = ctx.label_task  # step-by-step: the label read from each answer to a `predict:` prompt
         if labels is not None:
-            matched = labels.exact_match(OnnxNextToken(session(path)), rows=self.config.exact_match_rows)
+            matched, scored = labels.exact_match(OnnxNextToken(session(path)), rows=rows), len(labels.examples["test"][:rows])
         else:
-            prompts, references = _answer_rows(ctx, view, self.config.exact_match_rows)
+            prompts, references = _answer_rows(ctx, view, rows)
             matched = onnx_exact_match(path, prompts, references, max_new_tokens=1 + max(map(len, references))) if references else None
-        return {"accuracy": scores["token_accuracy"], "perplexity": scores["perplexity"], **({"exact_match": matched} if matched is not None else {})}
+            scored = len(references)
+        exact = {"exact_match": matched, "exact_match_rows": scored} if matched is not None else {}
+        return {"accuracy": scores["token_accuracy"], "perplexity": scores["perplexity"], **exact}
 
 
 def _answer_rows(ctx: StageContext, view: View, rows: int) -> tuple[list[list[int]], list[list[int]]]:
