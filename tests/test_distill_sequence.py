@@ -162,6 +162,30 @@ def test_topk_reconstruction_is_a_distribution_faithful_on_the_top_k(tmp_path):
         assert cached.item() == pytest.approx(live.item(), rel=2e-3)
 
 
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_a_student_shaped_tail_makes_every_divergence_one_over_the_top_k_and_the_rest(tmp_path, divergence):
+    logits, masks = ragged_batches(vocab=50)
+    cache = write_cache(tmp_path / "cache", logits, masks, k=8)
+    student = torch.randn(2, 5, 50, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    rebuilt = cache.log_probs([3, 4], masks[1], tail_like=student)
+    real = masks[1]
+    teacher = F.log_softmax(logits[1][real], -1)
+    top = teacher.topk(8, dim=-1).indices  # the stored ones (a student-shaped tail token may outrank them)
+
+    def buckets(log_p: torch.Tensor) -> torch.Tensor:  # the top k, then "the rest", as log-probabilities
+        kept = log_p.gather(-1, top)
+        return torch.cat([kept, torch.log1p(-kept.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-6))], -1)
+
+    by_hand = token_divergence(buckets(F.log_softmax(student[real], -1)), buckets(teacher), divergence=divergence)
+    from_cache = token_divergence(student[real], rebuilt[real], divergence=divergence)
+    assert from_cache.item() == pytest.approx(by_hand.item(), rel=5e-3)
+    from_cache.backward()  # the student gets gradients through its logits, not through the reconstruction
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+    shape = (rebuilt[real] - F.log_softmax(student[real].detach(), -1)).scatter(-1, top, float("nan"))
+    ratio = shape[~shape.isnan()].reshape(len(top), -1)
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-4)  # tail ∝ the student's tail
+
+
 def test_topk_cache_size_per_token(tmp_path):
     assert bytes_per_token(k=16, vocab_size=32_000) == 16 * 4 + 2
     assert index_dtype(70_000) == np.int32 and bytes_per_token(k=16, vocab_size=70_000) == 16 * 6 + 2

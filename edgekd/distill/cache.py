@@ -77,8 +77,8 @@ class SoftLabelCache:
     def name(view: int | None) -> str:
         return "plain" if view is None else f"view{view}"
 
-    def logits(self, view: int | None, index: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """(batch, classes) logits of samples `index` (`targets` select nothing here: one row per sample)."""
+    def logits(self, view: int | None, index: torch.Tensor, targets: torch.Tensor | None = None, student: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, classes) logits of samples `index` (`targets` and `student` are for token caches: one row per sample here)."""
         values, classes = self._load(view)
         rows = index.cpu().numpy()
         stored = torch.from_numpy(np.asarray(values[rows], dtype=np.float32))
@@ -176,10 +176,11 @@ class TokenSoftLabels:
     def __init__(self, cache: TopKCache):
         self.cache = cache
 
-    def logits(self, view: int | None, index: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """(batch, length, vocab) teacher log-probabilities, real at the target tokens of `targets`."""
+    def logits(self, view: int | None, index: torch.Tensor, targets: torch.Tensor | None = None, student: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, length, vocab) teacher log-probabilities, real at the target tokens of `targets`; the
+        mass outside the top k spread as the `student` logits spread theirs (see `topk_cache.tail_shape`)."""
         assert view is None and targets is not None, "text has no augmented views; token soft labels need the targets"
-        return self.cache.log_probs(index.tolist(), targets.cpu() != IGNORE_INDEX)
+        return self.cache.log_probs(index.tolist(), targets.cpu() != IGNORE_INDEX, tail_like=student)
 
     def summary(self) -> dict[str, Any]:
         """For report.json (a `TeacherCache` record)."""

@@ -109,8 +109,8 @@ class Batch:
     @cached_property
     def teacher_logits(self) -> torch.Tensor:
         cached = self.objective.cached_soft_labels
-        if cached is not None and self.index is not None:
-            return cached.logits(self.view, self.index, self.y).to(self.x.device)
+        if cached is not None and self.index is not None:  # a token cache spreads its tail as the student does
+            return cached.logits(self.view, self.index, self.y, self.student_logits).to(self.x.device)
         teacher = self.objective.phase.teacher
         assert teacher is not None
         with torch.no_grad():

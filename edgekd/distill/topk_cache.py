@@ -18,10 +18,11 @@ sequence is read back with the same mask it was written with; the reader checks 
 Log-probabilities rather than probabilities: fp16 keeps a relative precision of ~0.1% on
 every probability, where fp16 probabilities would lose the small ones.
 
-Reconstruction spreads the tail mass evenly over the other vocab − k tokens, which gives
-a full distribution any divergence accepts. A temperature T applies to the reconstructed
-log-probabilities (softmax(log p / T)); that is exact on the top k and treats the tail as
-one flat block — the price of not storing it.
+Reconstruction gives the tail mass to the other vocab − k tokens in the proportions of the
+student's own logits (`tail_shape`; evenly when none are given), which makes a full distribution
+any divergence accepts and equal, under every divergence, to comparing k + 1 outcomes (the top k
+and "the rest"). A temperature T applies to the reconstructed log-probabilities (softmax(log p / T));
+that is exact on the top k and treats the tail as one block — the price of not storing it.
 
 >>> import tempfile
 >>> logits = torch.tensor([[[3.0, 1.0, 0.0, -1.0], [0.0, 2.0, 0.0, 0.0]]])
@@ -204,10 +205,15 @@ class TopKCache:
         start, end = self.offsets[index], self.offsets[index + 1]
         return self.values[start:end], self.indices[start:end], self.tail[start:end]
 
-    def log_probs(self, sequences: Sequence[int], mask: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    def log_probs(
+        self, sequences: Sequence[int], mask: torch.Tensor, device: torch.device | str = "cpu", tail_like: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The reconstructed teacher log-probabilities (batch, length, vocab) for these sequences,
         at the positions `mask` selects — the mask they were written with. Other positions hold a
-        uniform distribution (the losses mask them out)."""
+        uniform distribution (the losses mask them out).
+
+        The tail mass goes to the tokens outside the top k in the proportions of `tail_like`'s softmax
+        (the student's own logits, batch × length × vocab), or evenly without it."""
         mask = mask.bool()
         rows = [self.sequence(int(i)) for i in sequences]
         for i, (row, count) in enumerate(zip(rows, mask.sum(dim=1).tolist())):
@@ -219,11 +225,24 @@ class TopKCache:
         vocab, k = self.info.vocab_size, self.info.k
         dense = torch.full((len(values), vocab), float("-inf"))
         if k < vocab:
-            dense[:] = (tail - math.log(vocab - k))[:, None]
+            shape = None if tail_like is None else tail_shape(tail_like.detach()[mask.to(tail_like.device)].float().cpu(), indices)
+            dense[:] = tail[:, None] + (shape if shape is not None else torch.full((1, vocab), -math.log(vocab - k)))
         dense.scatter_(1, indices, values)
         out = torch.full((*mask.shape, vocab), -math.log(vocab))
         out[mask] = F.log_softmax(dense, dim=-1)  # renormalised: fp16 rounding leaves the sum a little off 1
         return out.to(device)
+
+
+def tail_shape(logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """log(q_j / Q) for every token j outside each row's top-k indices `top`, where q = softmax(logits)
+    and Q is q's mass outside the top k: the shape the teacher's tail mass takes. With the student's own
+    shape, every divergence of the reconstruction equals that divergence over k + 1 outcomes (the top k
+    and "the rest"): the cache teaches how much mass the tail holds, never how it spreads, which it does
+    not know. Rows whose tail underflows (Q = 0) fall back to an even spread."""
+    log_q = F.log_softmax(logits, dim=-1).scatter(-1, top, float("-inf"))
+    log_rest = torch.logsumexp(log_q, dim=-1, keepdim=True)
+    even = torch.full_like(log_q, -math.log(logits.shape[-1] - top.shape[-1]))
+    return torch.where(torch.isfinite(log_rest), log_q - log_rest, even)
 
 
 def _check_sizes(path: pathlib.Path, info: CacheInfo) -> None:
