@@ -306,6 +306,8 @@ def write(bench: Bench) -> None:
                   f"prompts, 16 new tokens, no KV cache (each step re-reads the prefix), 2 threads; tokens/s = new tokens of the batch per "
                   f"second of the whole generation (median); speedup over the teacher = median ratio of interleaved blocks (confidence interval).")
     recipe = bench.recipe
+    settings = results.get("generation", {}).get("bench", {}).get("timing", {})
+    time_args = f" --rounds {settings['target_rounds']} --seconds {settings['min_duration_s']}" if settings else ""
     shared = [entry["minutes"] for key, entry in results.items() if key.startswith(SHARED)]
     trained = teacher["minutes"] + sum(e["minutes"] for per in rows.values() for e in per.values()) + sum(shared)
     cache = next((e["teacher_cache"] for per in rows.values() for e in per.values() if e.get("teacher_cache")), None)
@@ -316,10 +318,10 @@ def write(bench: Bench) -> None:
     versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "torch-pruning", "onnxruntime", "tokenizers"))
     header = " | ".join(["row", "seeds", "ONNX file", "parameters (of teacher)", "token acc (ORT): mean (per seed)", "perplexity (ORT): mean (per seed)",
                          "train min/seed"] + [f"tokens/s b{b} (× teacher)" for b in batches])
-    body = f"""Machine: {machine()}, {os.cpu_count()} cores, shared: training ran through `cpujob work` (one thread) beside other
+    body = f"""Machine: {machine()}, {os.cpu_count()} cores, shared: training ran through `cpujob work` (one thread) beside five other
 helpers' jobs (among them a ~40-minute benchmark), so its minutes are those of a loaded machine. Date: {stamp()}. Versions: {versions}.
 Commands: `python -m edgekd.data.stdlib runs/data/stdlib-source --source`, `python bench/language.py train{f' --limit {args.limit}' if args.limit else ''} --teacher-epochs {args.teacher_epochs} --scratch-epochs {args.scratch_epochs} --student-epochs {args.student_epochs} --prune-steps {args.prune_steps} --target-params {args.target_params} --seeds {' '.join(map(str, args.seeds))}`
-(run as parallel `--only` jobs; {trained:.0f} minutes of one-thread training in all, {trained / len(args.seeds):.0f} per seed; rows 6–8 of a seed share their pruning steps ({', '.join(f'{m:.1f}' for m in shared)} min, not in the rows' minutes: each row resumes a copy of them)), `python bench/language.py time`, `python bench/language.py write --notes bench/language_notes.md`.
+(run as parallel `--only` jobs; {trained:.0f} minutes of one-thread training in all, {trained / len(args.seeds):.0f} per seed; rows 6–8 of a seed share their pruning steps ({', '.join(f'{m:.1f}' for m in shared)} min, not in the rows' minutes: each row resumes a copy of them)), `python bench/language.py time{time_args}`, `python bench/language.py write --notes bench/language_notes.md`.
 
 Data: `recipes/lm-stdlib.yaml`'s — chunks of 12 source lines of eight standard-library packages for training, json and
 unittest held out whole for test; BPE vocabulary {recipe['data']['options']['tokenizer']['vocab_size']}, {recipe['data']['options']['max_length']} tokens; the teacher's tokenizer for every row.
