@@ -512,7 +512,7 @@ class Run:
 
     @contextmanager
     def _progress(self) -> Iterator[None]:
-        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"), TimeElapsedColumn())
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"), TimeElapsedColumn())
         with Progress(*columns, console=self.console, disable=self.console.quiet) as progress:
             self.progress = progress
             try:

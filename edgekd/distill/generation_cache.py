@@ -150,7 +150,7 @@ def cached_generate(
     if own:
         bar.start()
     try:
-        task = bar.add_task(description, total=len(prompts), completed=reused)
+        task = bar.add_task(description, total=len(prompts), completed=reused, unit="inputs")
         for batch in batches:
             outputs = generate([prompts[i] for i in batch])
             if not (isinstance(outputs, list) and len(outputs) == len(batch) and all(isinstance(o, str) for o in outputs)):

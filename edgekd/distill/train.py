@@ -152,7 +152,7 @@ def fit(
             else None
         )
         epochs = min(config.epochs, stop_after_epoch or config.epochs)
-        task = progress.add_task(description, total=epochs) if progress else None
+        task = progress.add_task(description, total=epochs, unit="epochs") if progress else None
         epoch_losses: list[float] = []
         memory_format = torch.channels_last if channels_last else torch.preserve_format
         if channels_last:
