@@ -206,11 +206,11 @@ class TopKCache:
         return self.values[start:end], self.indices[start:end], self.tail[start:end]
 
     def log_probs(
-        self, sequences: Sequence[int], mask: torch.Tensor, device: torch.device | str = "cpu", tail_like: torch.Tensor | None = None
+        self, sequences: Sequence[int], mask: torch.Tensor, device: torch.device | str | None = None, tail_like: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The reconstructed teacher log-probabilities (batch, length, vocab) for these sequences,
         at the positions `mask` selects — the mask they were written with. Other positions hold a
-        uniform distribution (the losses mask them out).
+        uniform distribution (the losses mask them out). On `device`, else where `tail_like` is (the CPU without it).
 
         The tail mass goes to the tokens outside the top k in the proportions of `tail_like`'s softmax
         (the student's own logits, batch × length × vocab), or evenly without it."""
@@ -219,18 +219,21 @@ class TopKCache:
         for i, (row, count) in enumerate(zip(rows, mask.sum(dim=1).tolist())):
             if len(row[0]) != count:
                 raise InputError(f"top-k cache {self.path.name}: sequence {sequences[i]} has {len(row[0])} stored tokens, the batch selects {count}")
-        values = torch.from_numpy(np.concatenate([r[0] for r in rows]).astype(np.float32))
-        indices = torch.from_numpy(np.concatenate([r[1] for r in rows]).astype(np.int64))
-        tail = torch.from_numpy(np.concatenate([r[2] for r in rows]).astype(np.float32))
+        # Built where the student's logits are (no round trip of batch × length × vocab through the CPU).
+        work = tail_like.device if tail_like is not None else torch.device("cpu")
+        mask = mask.to(work)
+        values = torch.from_numpy(np.concatenate([r[0] for r in rows]).astype(np.float32)).to(work)
+        indices = torch.from_numpy(np.concatenate([r[1] for r in rows]).astype(np.int64)).to(work)
+        tail = torch.from_numpy(np.concatenate([r[2] for r in rows]).astype(np.float32)).to(work)
         vocab, k = self.info.vocab_size, self.info.k
-        dense = torch.full((len(values), vocab), float("-inf"))
+        dense = torch.full((len(values), vocab), float("-inf"), device=work)
         if k < vocab:
-            shape = None if tail_like is None else tail_shape(tail_like.detach()[mask.to(tail_like.device)].float().cpu(), indices)
-            dense[:] = tail[:, None] + (shape if shape is not None else torch.full((1, vocab), -math.log(vocab - k)))
+            shape = None if tail_like is None else tail_shape(tail_like.detach()[mask].float(), indices)
+            dense[:] = tail[:, None] + (shape if shape is not None else torch.full((1, vocab), -math.log(vocab - k), device=work))
         dense.scatter_(1, indices, values)
-        out = torch.full((*mask.shape, vocab), -math.log(vocab))
+        out = torch.full((*mask.shape, vocab), -math.log(vocab), device=work)
         out[mask] = F.log_softmax(dense, dim=-1)  # renormalised: fp16 rounding leaves the sum a little off 1
-        return out.to(device)
+        return out if device is None else out.to(device)
 
 
 def tail_shape(logits: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
