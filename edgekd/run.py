@@ -372,12 +372,9 @@ class Run:
 
     def _teacher_data_key(self, *settings: Any) -> str:
         """A digest of the teacher's weights, the data and `settings`: the name of a cache of teacher outputs."""
-        digest = hashlib.sha256()
-        for tensor in self.teacher.state_dict().values():
-            digest.update(tensor.detach().cpu().numpy().tobytes())
         data = self.recipe.data.model_dump(mode="json", exclude=NOT_IN_CACHE_KEYS)
-        digest.update(json.dumps([self.recipe.teacher.input, self.data.digest(), data, self.seed, *settings], sort_keys=True).encode())
-        return digest.hexdigest()[:12]
+        key = [module_digest(self.teacher), self.recipe.teacher.input, self.data.digest(), data, self.seed, *settings]
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
     @torch.no_grad()
     def _teacher_outputs(self, view: int | None) -> torch.Tensor:
@@ -542,6 +539,7 @@ class Run:
             raise InputError(f"{blocks[0]}.targets: teacher replaces generation targets; data.dataset {data.dataset!r} gives none")
         self.augmenter = make_augmenter(data.augment, self.data, self.seed)  # checks its settings before anything trains
         self.teacher = self.obtain_teacher(self.recipe.teacher)
+        self._check_shared_vocabulary()
         self._teacher_rationales()
         self.report = Report(
             name=self.recipe.name,
@@ -594,7 +592,6 @@ class Run:
     def _teacher_rationales(self) -> None:
         """`rationales: {source: teacher}`: the teacher writes a rationale and a label for each training input
         (cached in the workdir), and the label task is rebuilt with them; the report counts what failed."""
-        self._check_shared_vocabulary()
         rationales = self.recipe.rationales
         if self.label_task is None or rationales is None or rationales.source != "teacher":
             return
